@@ -1,0 +1,1 @@
+"""An email nurture campaign engine: schedule, store, planner, renderer, dispatcher, transport."""

@@ -1,0 +1,459 @@
+"""Loading and validating `schedules.yaml`, the file marketers edit.
+
+A marketer's typo must never reach a lead, so loading is strict (unknown keys, duplicate
+keys and wrong types are errors) and every problem is reported at once with the file,
+the line and the field, the way a compiler reports errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from email.utils import getaddresses
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+MAX_SCHEDULE_BYTES = 1_000_000
+MAX_YAML_NODES = 50_000
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EXIT_REASONS = ("converted", "unsubscribed", "bounced")
+_DELAY_PART = re.compile(r"(\d+)\s*([wdhm])")
+_DELAY_FULL = re.compile(r"^\s*(\d+\s*[wdhm]\s*)+$")
+_SLUG = r"^[a-z0-9][a-z0-9-]*$"
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+
+
+@dataclass(frozen=True)
+class ScheduleIssue:
+    """One problem in a schedule file, pointing at the line a marketer must fix."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class ScheduleError(Exception):
+    """Every problem found in a schedule, so the marketer fixes them in one pass."""
+
+    def __init__(self, issues: Iterable[ScheduleIssue]):
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+def parse_delay(value: Any) -> timedelta:
+    """Read a delay such as `7d`, `12h`, `30m`, `1w` or `1d12h` (a bare number is days)."""
+    if isinstance(value, bool):
+        raise ValueError("a delay is a duration such as 7d, 12h or 30m")
+    if isinstance(value, int):
+        value = f"{value}d"
+    if isinstance(value, timedelta):
+        return value
+    if not isinstance(value, str) or not _DELAY_FULL.match(value):
+        raise ValueError(f"{value!r} is not a delay; write it like 7d, 12h, 30m or 1w")
+    parts: dict[str, int] = {}
+    for amount, unit in _DELAY_PART.findall(value):
+        if len(amount) > 6:
+            raise ValueError(f"{value!r} is far too long a delay")
+        parts[_UNITS[unit]] = parts.get(_UNITS[unit], 0) + int(amount)
+    delay = timedelta(**parts)
+    if delay > timedelta(days=3650):
+        raise ValueError(f"{value!r} is longer than ten years")
+    return delay
+
+
+def format_delay(delay: timedelta) -> str:
+    """The inverse of `parse_delay`, for messages and previews."""
+    minutes = int(delay.total_seconds() // 60)
+    if minutes == 0:
+        return "0d"
+    out = []
+    for unit, size in (("d", 1440), ("h", 60), ("m", 1)):
+        amount, minutes = divmod(minutes, size)
+        if amount:
+            out.append(f"{amount}{unit}")
+    return "".join(out)
+
+
+def _check_zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{name!r} is not a known time zone (use a name like Europe/London)")
+    return name
+
+
+def check_address(value: str) -> str:
+    """Accept `Name <addr>` or `addr`; refuse anything an SMTP server or a header would choke on."""
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError("an address may not contain line breaks")
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or not parsed[0][1]:
+        raise ValueError(f"{value!r} is not one email address")
+    try:
+        validate_email(parsed[0][1], check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid email address: {exc}")
+    return value
+
+
+def _single_line(value: str) -> str:
+    if any(ch in value for ch in "\r\n\0"):
+        raise ValueError("must be on one line (line breaks would break the email header)")
+    return value
+
+
+def _parse_clock(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # YAML 1.1 reads 09:00 unquoted as a base-60 number (540); turn it back into a time.
+        hours, minutes = divmod(value, 60)
+        return time(hours, minutes) if 0 <= hours < 24 else value
+    if value == "24:00":
+        return time.max
+    return value
+
+
+Delay = Annotated[timedelta, BeforeValidator(parse_delay)]
+Zone = Annotated[str, AfterValidator(_check_zone)]
+Address = Annotated[str, AfterValidator(check_address)]
+OneLine = Annotated[str, AfterValidator(_single_line)]
+Clock = Annotated[time, BeforeValidator(_parse_clock)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class CampaignInfo(_Model):
+    id: Annotated[str, Field(pattern=_SLUG, max_length=64)]
+    name: Annotated[OneLine, Field(min_length=1, max_length=200)]
+
+
+class Sender(_Model):
+    from_: Annotated[Address, Field(alias="from")]
+    reply_to: Address | None = None
+
+
+class Clinic(_Model):
+    name: Annotated[OneLine, Field(min_length=1, max_length=200)]
+    postal_address: Annotated[OneLine, Field(min_length=5, max_length=300)]
+
+
+class SendWindow(_Model):
+    """When emails may arrive, in each lead's own time zone."""
+
+    days: Annotated[list[Literal[WEEKDAYS]], Field(min_length=1)]  # type: ignore[valid-type]
+    start: Clock = time(9, 0)
+    end: Clock = time(17, 0)
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _lowercase(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [v.strip().lower()[:3] if isinstance(v, str) else v for v in value]
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> SendWindow:
+        if self.end <= self.start:
+            raise ValueError(
+                f"the window is empty: end {self.end:%H:%M} is not after start {self.start:%H:%M}"
+            )
+        return self
+
+    @cached_property
+    def weekdays(self) -> frozenset[int]:
+        return frozenset(WEEKDAYS.index(day) for day in self.days)
+
+
+class PersonalField(_Model):
+    fallback: Annotated[str, Field(max_length=200)] = ""
+
+
+class RateLimit(_Model):
+    per_second: Annotated[float, Field(gt=0, le=10_000)] | None = None
+    per_minute: Annotated[int, Field(gt=0, le=1_000_000)] | None = None
+    per_hour: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
+    per_connection: Annotated[int, Field(gt=0, le=100_000)] = 100
+
+
+class Retry(_Model):
+    attempts: Annotated[int, Field(ge=1, le=20)] = 6
+    first_delay: Delay = timedelta(minutes=1)
+    max_delay: Delay = timedelta(hours=6)
+
+
+class Step(_Model):
+    id: Annotated[str, Field(pattern=_SLUG, max_length=64)]
+    template: Annotated[str, Field(min_length=1, max_length=200)]
+    subject: Annotated[OneLine, Field(min_length=1, max_length=250)]
+    preheader: Annotated[OneLine, Field(max_length=250)] = ""
+    delay: Delay
+
+
+def _default_fields() -> dict[str, PersonalField]:
+    return {"first_name": PersonalField(fallback="there")}
+
+
+class Schedule(_Model):
+    """A validated campaign: who sends, when emails may arrive, and the steps in order."""
+
+    campaign: CampaignInfo
+    templates: str = "templates/emails"
+    sender: Sender
+    clinic: Clinic
+    booking_url: HttpUrl
+    timezone: Zone
+    send_window: SendWindow
+    personal_fields: dict[Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]*$")], PersonalField] = (
+        Field(default_factory=_default_fields)
+    )
+    exit_on: list[Literal[EXIT_REASONS]] = list(EXIT_REASONS)  # type: ignore[valid-type]
+    rate_limit: RateLimit = RateLimit()
+    retry: Retry = Retry()
+    utm: dict[str, OneLine] = Field(default_factory=dict)
+    steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
+
+    @field_validator("steps")
+    @classmethod
+    def _later_steps_wait(cls, steps: list[Step]) -> list[Step]:
+        for index, step in enumerate(steps[1:], start=1):
+            if step.delay <= timedelta(0):
+                raise ValueError(
+                    f"step {index} ({step.id!r}) must wait after the one before it: "
+                    "a delay of 0 would send two emails at once"
+                )
+        return steps
+
+    def step(self, step_id: str) -> Step | None:
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+@dataclass(frozen=True)
+class LoadedSchedule:
+    """A schedule with where it came from, so templates resolve beside the file."""
+
+    schedule: Schedule
+    path: Path
+    source_digest: str = field(compare=False)
+
+    @property
+    def templates_dir(self) -> Path:
+        return (self.path.parent / self.schedule.templates).resolve()
+
+
+# --- YAML with line numbers -------------------------------------------------------------
+
+Path_ = tuple[str | int, ...]
+
+
+class _Reader:
+    """Turns a composed YAML node tree into plain data, remembering each field's line.
+
+    Building from the node tree (instead of `yaml.safe_load`) lets us refuse duplicate
+    keys and alias bombs before they expand, and map validation errors back to lines.
+    """
+
+    def __init__(self, file: str):
+        self.file = file
+        self.lines: dict[Path_, int] = {}
+        self.issues: list[ScheduleIssue] = []
+        self._scalars = yaml.constructor.SafeConstructor()
+        self._budget = MAX_YAML_NODES
+
+    def read(self, node: yaml.Node, path: Path_ = ()) -> Any:
+        self._budget -= 1
+        if self._budget < 0:
+            raise _TooLarge
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.read(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self._scalars.construct_object(node)
+
+    def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self._scalars.construct_object(key_node)
+            if not isinstance(key, str | int):
+                self.issues.append(self._issue(key_node, path, "keys must be plain words"))
+                continue
+            key = str(key)
+            if key in out:
+                self.issues.append(
+                    self._issue(key_node, (*path, key), "appears twice; keep only one")
+                )
+                continue
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = self.read(value_node, (*path, key))
+        return out
+
+    def _issue(self, node: yaml.Node, path: Path_, message: str) -> ScheduleIssue:
+        return ScheduleIssue(self.file, node.start_mark.line + 1, dotted(path), message)
+
+    def line_of(self, path: Path_) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get(())
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def dotted(path: Path_) -> str:
+    """`('steps', 2, 'delay')` → `steps[2].delay`: the way a marketer reads it."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _pydantic_issues(exc: ValidationError, reader: _Reader) -> list[ScheduleIssue]:
+    issues = []
+    for error in exc.errors():
+        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "is not a known setting (check the spelling)"
+        elif error["type"] == "missing":
+            message = "is required"
+        elif error["type"] == "literal_error":
+            message = f"got {error.get('input')!r}; {message[0].lower()}{message[1:]}"
+        issues.append(ScheduleIssue(reader.file, reader.line_of(loc), dotted(loc), message))
+    return issues
+
+
+def _template_issues(
+    schedule: Schedule, templates_dir: Path, reader: _Reader
+) -> list[ScheduleIssue]:
+    issues = []
+    seen: dict[str, int] = {}
+    for index, step in enumerate(schedule.steps):
+        if step.id in seen:
+            path = ("steps", index, "id")
+            issues.append(
+                ScheduleIssue(
+                    reader.file,
+                    reader.line_of(path),
+                    dotted(path),
+                    f"step id {step.id!r} is already used by steps[{seen[step.id]}]",
+                )
+            )
+        seen.setdefault(step.id, index)
+        template = (templates_dir / step.template).resolve()
+        if not template.is_relative_to(templates_dir) or not template.is_file():
+            path = ("steps", index, "template")
+            issues.append(
+                ScheduleIssue(
+                    reader.file,
+                    reader.line_of(path),
+                    dotted(path),
+                    f"template {step.template!r} not found in {schedule.templates}/",
+                )
+            )
+    return issues
+
+
+def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
+    """Validate schedule text; raise `ScheduleError` listing every problem."""
+    if len(text.encode("utf-8", "replace")) > MAX_SCHEDULE_BYTES:
+        raise ScheduleError(
+            [ScheduleIssue(file, None, "", f"is larger than {MAX_SCHEDULE_BYTES // 1000} kB")]
+        )
+    reader = _Reader(file)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = reader.read(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or "not valid YAML"
+        if (
+            "\t" in text
+            and "tab" not in problem
+            and "\t" in text.splitlines()[line - 1 if line else 0]
+        ):
+            problem += " (tabs are not allowed for indentation; use spaces)"
+        raise ScheduleError([ScheduleIssue(file, line, "", f"YAML syntax: {problem}")])
+    except _TooLarge:
+        raise ScheduleError(
+            [ScheduleIssue(file, None, "", "expands to too many values (alias bomb?)")]
+        )
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
+        raise ScheduleError([ScheduleIssue(file, None, "", f"cannot be read: {exc}")])
+    if not isinstance(data, dict):
+        raise ScheduleError(
+            [ScheduleIssue(file, 1, "", "must be a mapping of settings (campaign:, steps:, ...)")]
+        )
+    issues = list(reader.issues)
+    schedule = None
+    try:
+        schedule = Schedule.model_validate(data)
+    except ValidationError as exc:
+        issues.extend(_pydantic_issues(exc, reader))
+    if schedule is not None:
+        templates_dir = (base_dir / schedule.templates).resolve()
+        if not templates_dir.is_dir():
+            issues.append(
+                ScheduleIssue(
+                    file,
+                    reader.line_of(("templates",)),
+                    "templates",
+                    f"folder {schedule.templates!r} not found",
+                )
+            )
+        else:
+            issues.extend(_template_issues(schedule, templates_dir, reader))
+    if issues:
+        raise ScheduleError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
+    assert schedule is not None
+    return schedule
+
+
+def load_schedule(path: str | Path) -> LoadedSchedule:
+    """Read and validate a schedule file; raise `ScheduleError` naming file, line and field."""
+    path = Path(path)
+    name = path.name
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ScheduleError([ScheduleIssue(name, None, "", f"cannot be read: {exc.strerror}")])
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ScheduleError([ScheduleIssue(name, None, "", f"is not UTF-8 text ({exc.reason})")])
+    schedule = parse_schedule(text, name, path.parent)
+    return LoadedSchedule(schedule, path.resolve(), hashlib.sha256(raw).hexdigest())
