@@ -58,6 +58,14 @@ class ScheduleIssue:
         )
 
 
+class _FieldValueError(ValueError):
+    """A model-level problem that belongs to one nested field, so its line can be shown."""
+
+    def __init__(self, where: tuple[str | int, ...], message: str):
+        super().__init__(message)
+        self.where = where
+
+
 class ScheduleError(Exception):
     """Every problem found in a schedule, so the marketer fixes them in one pass."""
 
@@ -244,14 +252,19 @@ class Schedule(_Model):
     def _later_steps_wait(cls, steps: list[Step]) -> list[Step]:
         for index, step in enumerate(steps[1:], start=1):
             if step.delay <= timedelta(0):
-                raise ValueError(
+                raise _FieldValueError(
+                    (index, "delay"),
                     f"step {index} ({step.id!r}) must wait after the one before it: "
-                    "a delay of 0 would send two emails at once"
+                    "a delay of 0 would send two emails at once",
                 )
         return steps
 
+    @cached_property
+    def steps_by_id(self) -> dict[str, Step]:
+        return {step.id: step for step in self.steps}
+
     def step(self, step_id: str) -> Step | None:
-        return next((s for s in self.steps if s.id == step_id), None)
+        return self.steps_by_id.get(step_id)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -345,6 +358,9 @@ def _pydantic_issues(exc: ValidationError, reader: _Reader) -> list[ScheduleIssu
     issues = []
     for error in exc.errors():
         loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, _FieldValueError):
+            loc = (*loc, *cause.where)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "is not a known setting (check the spelling)"
@@ -357,31 +373,42 @@ def _pydantic_issues(exc: ValidationError, reader: _Reader) -> list[ScheduleIssu
 
 
 def _template_issues(
-    schedule: Schedule, templates_dir: Path, reader: _Reader
+    templates: Any, steps: list[tuple[Any, Any]], base_dir: Path, reader: _Reader
 ) -> list[ScheduleIssue]:
+    """Step ids used twice and templates not in the folder. Run on the raw values too when
+    other settings are wrong, so those problems are reported in the same pass."""
+    if not isinstance(templates, str):
+        return []
+    templates_dir = None if "\0" in templates else (base_dir / templates).resolve()
+    if templates_dir is None or not templates_dir.is_dir():
+        line = reader.line_of(("templates",))
+        return [ScheduleIssue(reader.file, line, "templates", f"folder {templates!r} not found")]
     issues = []
     seen: dict[str, int] = {}
-    for index, step in enumerate(schedule.steps):
-        if step.id in seen:
+    for index, (step_id, name) in enumerate(steps):
+        if isinstance(step_id, str) and step_id in seen:
             path = ("steps", index, "id")
             issues.append(
                 ScheduleIssue(
                     reader.file,
                     reader.line_of(path),
                     dotted(path),
-                    f"step id {step.id!r} is already used by steps[{seen[step.id]}]",
+                    f"step id {step_id!r} is already used by steps[{seen[step_id]}]",
                 )
             )
-        seen.setdefault(step.id, index)
-        template = (templates_dir / step.template).resolve()
-        if not template.is_relative_to(templates_dir) or not template.is_file():
+        if isinstance(step_id, str):
+            seen.setdefault(step_id, index)
+        if not isinstance(name, str) or not name:
+            continue  # a missing or empty template is already reported by validation
+        template = None if "\0" in name else (templates_dir / name).resolve()
+        if template is None or not template.is_relative_to(templates_dir) or not template.is_file():
             path = ("steps", index, "template")
             issues.append(
                 ScheduleIssue(
                     reader.file,
                     reader.line_of(path),
                     dotted(path),
-                    f"template {step.template!r} not found in {schedule.templates}/",
+                    f"template {name!r} not found in {templates}/",
                 )
             )
     return issues
@@ -425,18 +452,16 @@ def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
     except ValidationError as exc:
         issues.extend(_pydantic_issues(exc, reader))
     if schedule is not None:
-        templates_dir = (base_dir / schedule.templates).resolve()
-        if not templates_dir.is_dir():
-            issues.append(
-                ScheduleIssue(
-                    file,
-                    reader.line_of(("templates",)),
-                    "templates",
-                    f"folder {schedule.templates!r} not found",
-                )
-            )
-        else:
-            issues.extend(_template_issues(schedule, templates_dir, reader))
+        templates: Any = schedule.templates
+        steps: list[tuple[Any, Any]] = [(s.id, s.template) for s in schedule.steps]
+    else:  # check what can be checked anyway, so the marketer fixes everything in one pass
+        templates = data.get("templates", Schedule.model_fields["templates"].default)
+        raw = data.get("steps")
+        steps = [
+            (s.get("id"), s.get("template")) if isinstance(s, dict) else (None, None)
+            for s in (raw if isinstance(raw, list) else [])
+        ]
+    issues.extend(_template_issues(templates, steps, base_dir, reader))
     if issues:
         raise ScheduleError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
     assert schedule is not None

@@ -1,0 +1,202 @@
+"""Leads coming in: one at a time (command line, web form) or by CSV, validated the same way.
+
+A bad row never stops an import: it is reported with its line number and skipped, the good
+rows go in, and importing the same file again changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from .planner import LeadState, next_step, plan_fingerprint, plan_key
+from .schedule import Schedule
+from .store import NewLead, PlannedDelivery, Store
+
+MAX_FIELD = 200
+MAX_ATTRIBUTE = 1000
+MAX_FILE_BYTES = 200_000_000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ATTRIBUTE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
+BUILTIN_COLUMNS = ("email", "first_name", "timezone")
+
+
+class LeadError(ValueError):
+    """A lead that cannot be accepted, naming the field at fault."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+def normalize_email(value: str) -> str:
+    value = value.strip()
+    if _CONTROL.search(value):
+        raise ValueError("contains control characters (line breaks, tabs or NUL)")
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{value[:80]!r} is not a valid email address: {exc}") from None
+    local, _, domain = checked.normalized.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def _clean_text(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("contains control characters (line breaks, tabs or NUL)")
+    return value.strip()
+
+
+def _zone(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{value[:64]!r} is not a known time zone (e.g. Europe/Paris)") from None
+    return value
+
+
+class LeadInput(BaseModel):
+    """A lead as it arrives, before it is trusted."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    email: Annotated[str, Field(max_length=320), AfterValidator(normalize_email)]
+    first_name: Annotated[str, Field(max_length=MAX_FIELD), AfterValidator(_clean_text)] = ""
+    timezone: Annotated[str | None, Field(max_length=64), AfterValidator(_zone)] = None
+    attributes: dict[str, Annotated[str, Field(max_length=MAX_ATTRIBUTE),
+                                    AfterValidator(_clean_text)]] = Field(default_factory=dict)
+
+
+def parse_lead(data: dict) -> LeadInput:
+    """Validate one lead; raise `LeadError` naming the first bad field."""
+    bad_names = [k for k in data.get("attributes", {}) if not _ATTRIBUTE_NAME.match(k)]
+    if bad_names:
+        raise LeadError(bad_names[0], "column names must be lower-case words (a-z, 0-9, _)")
+    try:
+        return LeadInput.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(p) for p in error["loc"]) or "lead"
+        raise LeadError(name, error["msg"].removeprefix("Value error, ")) from None
+
+
+def first_delivery(schedule: Schedule, timezone: str | None, now: datetime) -> PlannedDelivery | None:
+    upcoming = next_step(schedule, LeadState(enrolled_at=now, timezone=timezone))
+    return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
+
+
+def to_new_lead(lead: LeadInput, schedule: Schedule, now: datetime) -> NewLead:
+    return NewLead(lead.email, lead.first_name, lead.timezone, dict(lead.attributes),
+                   first_delivery(schedule, lead.timezone, now))
+
+
+def add_lead(store: Store, schedule: Schedule, lead: LeadInput, now: datetime) -> tuple[int, bool]:
+    """Insert and enroll one lead; an address already known is left untouched."""
+    store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
+    return store.add_leads([to_new_lead(lead, schedule, now)], schedule.campaign.id, now)[0]
+
+
+@dataclass
+class ImportReport:
+    imported: int = 0
+    already_present: int = 0
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+    fatal: str | None = None
+
+
+def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
+    """Rows as (line number, row) or (line number, error message), never raising on bad rows."""
+    raw = path.read_bytes()
+    if len(raw) > MAX_FILE_BYTES:
+        raise LeadError("file", f"is larger than {MAX_FILE_BYTES // 1_000_000} MB")
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    csv.field_size_limit(max(MAX_ATTRIBUTE * 4, 65536))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise LeadError("file", "is empty: expected a header row with an 'email' column") from None
+    except csv.Error as exc:
+        raise LeadError("line 1", f"cannot read the header: {exc}") from None
+    columns = [h.strip().lower().replace(" ", "_") for h in header]
+    if "email" not in columns:
+        raise LeadError("line 1", "the header row has no 'email' column "
+                                  f"(found: {', '.join(columns)[:200] or 'nothing'})")
+    while True:
+        line = reader.line_num + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield line, f"cannot read this row: {exc}"
+            continue
+        line = reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        if any("\udc80" <= ch <= "\udcff" for v in values for ch in v):
+            yield line, "is not UTF-8 text (save the file as UTF-8 and import it again)"
+            continue
+        if len(values) != len(columns):
+            yield line, f"has {len(values)} fields but the header has {len(columns)}"
+            continue
+        yield line, dict(zip(columns, values, strict=True))
+
+
+def import_csv(store: Store, schedule: Schedule, path: Path, now: datetime,
+               batch_size: int = 1000, progress: Callable[[int], None] | None = None) -> ImportReport:
+    report = ImportReport()
+    store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
+    seen: dict[str, int] = {}
+    batch: list[NewLead] = []
+
+    def flush() -> None:
+        for _id, created in store.add_leads(batch, schedule.campaign.id, now):
+            if created:
+                report.imported += 1
+            else:
+                report.already_present += 1
+        if progress:
+            progress(len(batch))
+        batch.clear()
+
+    try:
+        rows = read_csv(path)
+        for line, row in rows:
+            if isinstance(row, str):
+                report.rejected.append((line, row))
+                continue
+            data = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
+            data["attributes"] = {k: v for k, v in row.items()
+                                  if k not in BUILTIN_COLUMNS and k and v}
+            try:
+                lead = parse_lead(data)
+            except LeadError as exc:
+                report.rejected.append((line, str(exc)))
+                continue
+            if lead.email in seen:
+                report.rejected.append((line, f"email: {lead.email} already appears on line "
+                                              f"{seen[lead.email]}"))
+                continue
+            seen[lead.email] = line
+            batch.append(to_new_lead(lead, schedule, now))
+            if len(batch) >= batch_size:
+                flush()
+    except LeadError as exc:
+        report.fatal = str(exc)
+    if batch:
+        flush()
+    return report

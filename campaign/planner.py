@@ -1,0 +1,163 @@
+"""The pure core: given a schedule, one lead's history and a time, which step is next and when.
+
+No I/O and no clock: every function takes the time it needs, so tests replay months in
+microseconds and the dispatcher, the dry-run timeline and the demo all share one answer.
+
+Rules:
+- A step's delay counts from the moment the previous email was actually sent (the first
+  step's from enrollment), then moves forward to the next opening of the send window in the
+  lead's own time zone.
+- The next step is the first one in schedule order after the furthest step the lead has
+  passed, so a step added later reaches leads who have not passed it and a removed step is
+  simply never planned again.
+- Only one step is ever due at a time; the one after it waits its full delay from the real
+  send, so catching up after downtime never bursts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from .schedule import Schedule, SendWindow, Step
+
+ACTIVE = "active"
+# Delivery outcomes after which a step counts as passed: sent, given up on, or in doubt.
+PASSED_STATUSES = frozenset({"sent", "failed", "unknown"})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery in a lead's history: which step, what became of it, and when."""
+
+    step_id: str
+    status: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """What the planner needs to know about a lead, read from the store by the shell."""
+
+    enrolled_at: datetime
+    timezone: str | None = None
+    status: str = ACTIVE
+    history: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    def with_sent(self, step_id: str, at: datetime) -> LeadState:
+        return LeadState(self.enrolled_at, self.timezone, self.status,
+                         (*self.history, Attempt(step_id, "sent", at)))
+
+
+@dataclass(frozen=True)
+class NextStep:
+    step: Step
+    position: int
+    due_at: datetime  # UTC, inside the lead's send window
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The planner's answer: the step due now (if any) and the next step with its time."""
+
+    due: NextStep | None
+    upcoming: NextStep | None
+    reason: str
+
+
+def lead_zone(schedule: Schedule, timezone: str | None) -> ZoneInfo:
+    if timezone:
+        try:
+            return ZoneInfo(timezone)
+        except (KeyError, ValueError):  # pragma: no cover - the store validates zones
+            pass
+    return schedule.zone
+
+
+def _window_open_on(day: date, window: SendWindow, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, window.start, tzinfo=zone).astimezone(UTC)
+    end = datetime.combine(day, window.end, tzinfo=zone).astimezone(UTC)
+    return start, end
+
+
+def next_opening(moment: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
+    """The earliest instant at or after `moment` that falls inside the send window.
+
+    Window bounds are built from local wall-clock times each day, so 09:00 stays 09:00 on
+    both sides of a daylight-saving change.
+    """
+    moment = moment.astimezone(UTC)
+    local_day = moment.astimezone(zone).date()
+    for offset in range(8):
+        day = local_day + timedelta(days=offset)
+        if day.weekday() not in window.weekdays:
+            continue
+        start, end = _window_open_on(day, window, zone)
+        if moment < end:
+            return max(moment, start)
+    raise ValueError("the send window never opens")  # pragma: no cover - validated
+
+
+def in_window(moment: datetime, window: SendWindow, zone: ZoneInfo) -> bool:
+    return next_opening(moment, window, zone) == moment.astimezone(UTC)
+
+
+def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
+    """The step the lead should get next and when, or None when the series is finished."""
+    if any(a.status == "sending" for a in lead.history):
+        return None  # a message is in flight; its outcome decides what comes next
+    positions = {step.id: index for index, step in enumerate(schedule.steps)}
+    passed = [a for a in lead.history if a.status in PASSED_STATUSES]
+    reached = max((positions[a.step_id] for a in passed if a.step_id in positions), default=-1)
+    done = {a.step_id for a in lead.history}
+    for position in range(reached + 1, len(schedule.steps)):
+        step = schedule.steps[position]
+        if step.id in done:  # already attempted (e.g. reordered schedule): never twice
+            continue
+        anchor = max((a.at for a in passed), default=lead.enrolled_at)
+        zone = lead_zone(schedule, lead.timezone)
+        due = next_opening(anchor + step.delay, schedule.send_window, zone)
+        return NextStep(step, position, due)
+    return None
+
+
+def decide(schedule: Schedule, lead: LeadState, now: datetime) -> Decision:
+    """Which step is due for this lead at `now`, and what comes next."""
+    if lead.status != ACTIVE:
+        return Decision(None, None, f"lead is {lead.status}")
+    upcoming = next_step(schedule, lead)
+    if upcoming is None:
+        return Decision(None, None, "series finished")
+    if upcoming.due_at <= now:
+        return Decision(upcoming, upcoming, "due")
+    return Decision(None, upcoming, "waiting")
+
+
+def timeline(schedule: Schedule, lead: LeadState, until: datetime | None = None) -> Iterator[NextStep]:
+    """Every future email for this lead, assuming each is sent the moment it falls due."""
+    state = lead
+    while (upcoming := next_step(schedule, state)) is not None:
+        if until is not None and upcoming.due_at > until:
+            return
+        yield upcoming
+        state = state.with_sent(upcoming.step.id, upcoming.due_at)
+
+
+def plan_fingerprint(schedule: Schedule) -> str:
+    """What decides *when* emails go out; a change here means pending rows must be replanned."""
+    shape = {
+        "steps": [(s.id, s.delay.total_seconds()) for s in schedule.steps],
+        "window": schedule.send_window.model_dump(mode="json"),
+        "timezone": schedule.timezone,
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_key(schedule: Schedule) -> str:
+    """Where the store remembers which schedule shape the pending rows were planned with."""
+    return f"plan:{schedule.campaign.id}"

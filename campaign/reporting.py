@@ -1,0 +1,27 @@
+"""What the campaign has done so far, per step and per lead status, for people and monitors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .schedule import Schedule
+from .store import DELIVERY_STATUSES, Store
+
+STATUS_COLUMNS = DELIVERY_STATUSES
+
+
+def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
+    counts = store.delivery_counts(schedule.campaign.id)
+    step_ids = [step.id for step in schedule.steps]
+    step_ids += sorted(set(counts) - set(step_ids))  # removed steps still have history
+    steps = []
+    for step_id in step_ids:
+        row: dict[str, Any] = {"step": step_id, "in_schedule": step_id in schedule.steps_by_id}
+        row.update({status: counts.get(step_id, {}).get(status, 0) for status in STATUS_COLUMNS})
+        steps.append(row)
+    return {
+        "campaign": schedule.campaign.id,
+        "steps": steps,
+        "leads": store.lead_counts(),
+        "unknown": store.deliveries_with_status(schedule.campaign.id, "unknown"),
+    }

@@ -1,0 +1,127 @@
+"""The unattended runner: one APScheduler interval job per process, state in the database.
+
+APScheduler 3.x cannot share a job store between processes, and its restarts drop or repeat
+missed runs depending on `misfire_grace_time` and `coalesce`. So the scheduler keeps no
+state at all: its single job asks the database what is due each tick, and the database
+arbitrates between any number of processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.blocking import BlockingScheduler
+
+from .dispatch import Clock, Dispatcher, RunReport
+from .links import LinkSigner
+from .render import Renderer, TemplateProblem, templates_digest
+from .schedule import ScheduleError, load_schedule
+from .settings import SmtpSettings
+from .store import Store
+from .transport import SmtpTransport
+
+log = logging.getLogger("campaign.runner")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Engine:
+    """Wires a schedule file to a store and an SMTP server; rebuilt when the files change."""
+
+    schedule_path: Path
+    store: Store
+    smtp: SmtpSettings
+    signer: LinkSigner
+    clock: Clock = utc_now
+    worker: str = field(default_factory=worker_name)
+    _renderer: Renderer | None = None
+    _fingerprint: tuple[str, str] | None = None
+
+    def renderer(self) -> Renderer:
+        """The current schedule and templates, compiled; raises if either is invalid.
+
+        Nothing is sent from an invalid schedule: a bad edit stops sending until it is fixed,
+        and the previous version is not silently kept either.
+        """
+        loaded = load_schedule(self.schedule_path)
+        fingerprint = (loaded.source_digest, templates_digest(loaded.templates_dir))
+        if self._renderer is None or fingerprint != self._fingerprint:
+            renderer = Renderer(loaded)
+            renderer.compile_all()
+            self._renderer, self._fingerprint = renderer, fingerprint
+        return self._renderer
+
+    def dispatcher(self, transport: SmtpTransport) -> Dispatcher:
+        return Dispatcher(self.store, self.renderer(), self.signer, transport, self.clock,
+                          worker=self.worker)
+
+    def send_due(self, max_messages: int | None = None,
+                 stop: Callable[[], bool] | None = None) -> RunReport:
+        """One pass over everything due now. Schedule or template errors send nothing."""
+        try:
+            renderer = self.renderer()
+        except (ScheduleError, TemplateProblem) as exc:
+            report = RunReport(stopped=f"nothing sent, the schedule is invalid:\n{exc}")
+            log.error(report.stopped)
+            return report
+        per_connection = renderer.schedule.rate_limit.per_connection
+        with SmtpTransport(self.smtp, per_connection) as transport:
+            report = self.dispatcher(transport).run_once(max_messages, stop)
+        if report.stopped:
+            log.error("run stopped: %s", report.stopped)
+        return report
+
+
+def run_forever(tick: Callable[[Callable[[], bool]], object], interval: float,
+                max_ticks: int | None = None) -> int:
+    """Run `tick` every `interval` seconds until SIGINT/SIGTERM (or `max_ticks`); return ticks.
+
+    `tick` gets a function saying whether to stop, which the dispatcher checks between
+    messages, so a stop request ends the run after the message in flight.
+    """
+    scheduler = BlockingScheduler(executors={"default": ThreadPoolExecutor(1)}, timezone=UTC)
+    done = threading.Event()
+    count = 0
+
+    def job() -> None:
+        nonlocal count
+        try:
+            tick(done.is_set)
+        except Exception:  # a failing tick must not kill the runner; the next tick retries
+            log.exception("tick failed")
+        count += 1
+        if max_ticks is not None and count >= max_ticks:
+            done.set()
+            scheduler.shutdown(wait=False)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s, stopping after the current message", signal.Signals(signum).name)
+        done.set()
+        scheduler.shutdown(wait=False)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    scheduler.add_job(job, "interval", seconds=interval, id="send-due", max_instances=1,
+                      coalesce=True, misfire_grace_time=max(int(interval) * 10, 60),
+                      next_run_time=datetime.now(UTC))
+    try:
+        scheduler.start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return count

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: a fresh venv, the project installed with its test extras, pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pytest -q "$@"
