@@ -35,8 +35,8 @@ from .schedule import LoadedSchedule, ScheduleError, load_schedule
 from .settings import SettingsError, SmtpSettings
 from .store import Store, StoreError
 
-console = Console()
-errors = Console(stderr=True)
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass
@@ -345,3 +345,15 @@ def demo(app: AppContext, out: Path) -> None:
                   f"Open them: [bold]{out / 'emails'}/[/] (.eml files open in any mail app); "
                   f"Maildir: {out / 'maildir'}; database: {out / 'demo.db'}.\n"
                   "Next: python run.py preview, python run.py --help")
+
+
+# -- web service (lead lifecycle) ----------------------------------------------------------
+
+
+# -- marketer tools (plan, simulate, schedule diff, report, new-series, preview --serve) -----
+
+
+# -- operations (faults, retries, rate limits) ---------------------------------------------
+
+
+# -- scale (workers, benchmarks) -----------------------------------------------------------

@@ -117,9 +117,14 @@ class _Fields:
     def __init__(self, prefix: str, names: tuple[str, ...], mint: Callable[[str], Markup]):
         self._prefix, self._names, self._mint = prefix, names, mint
 
-    def __getattr__(self, name: str) -> Markup:
-        if name.startswith("_") or name not in self._names:
+    def __getattr__(self, name: str) -> Markup | jinja2.StrictUndefined:
+        if name.startswith("_"):
             raise AttributeError(name)
+        if name not in self._names:
+            known = ", ".join(f"{self._prefix}.{n}" for n in self._names)
+            return jinja2.StrictUndefined(
+                hint=f"{self._prefix}.{name} is not defined (known: {known}; add new lead "
+                "fields under personal_fields in schedules.yaml)")
         return self._mint(f"{self._prefix}.{name}")
 
     def __bool__(self) -> bool:
