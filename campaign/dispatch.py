@@ -12,22 +12,31 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.policy import SMTPUTF8
 from email.utils import parseaddr
 
 from .links import LinkSigner
-from .planner import Attempt, LeadState, next_step, plan_fingerprint, plan_key
+from .planner import (
+    Attempt,
+    LeadState,
+    lead_zone,
+    next_opening,
+    next_step,
+    plan_fingerprint,
+    plan_key,
+)
+from .ratelimit import RateLimiter
 from .render import LeadView, Renderer
 from .schedule import Schedule
-from .store import Claim, PlannedDelivery, Store
+from .store import Claim, Lead, PlannedDelivery, Store
 from .transport import (
     AccountRefused,
     DeliveryFailure,
     Envelope,
     RecipientRefused,
+    ServerUnavailable,
     SmtpTransport,
     TransientFailure,
 )
@@ -49,6 +58,7 @@ class RunReport:
     in_doubt: int = 0
     replanned: int = 0
     stopped: str | None = None
+    paused: str | None = None  # a rate limit ended the run early; not an error
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -57,16 +67,30 @@ class RunReport:
 
 
 def backoff(attempt: int, schedule: Schedule, rng: random.Random) -> timedelta:
-    """Exponential backoff with ±20 % jitter, so retries from many workers do not align."""
+    """Exponential backoff with ±20 % jitter, so retries from many workers do not align.
+
+    The jitter never takes a delay past `max_delay` (the operator's promise of how long a
+    message may wait between attempts); at the cap it spreads retries just below it instead.
+    """
     retry = schedule.retry
     base = min(retry.first_delay * (2 ** max(attempt - 1, 0)), retry.max_delay)
-    return base * rng.uniform(0.8, 1.2)
+    jittered = base * rng.uniform(0.8, 1.2)
+    return jittered if jittered <= retry.max_delay else retry.max_delay * rng.uniform(0.8, 1.0)
+
+
+def _state(enrolled_at: datetime, lead: Lead | None, rows: Iterable[tuple[str, str, datetime]],
+           exclude: str | None) -> LeadState:
+    """The planner's view of a lead from what the store read (`exclude`: the step in flight)."""
+    history = tuple(Attempt(step, status, at) for step, status, at in rows if step != exclude)
+    return LeadState(enrolled_at, lead.timezone if lead else None,
+                     lead.status if lead else "active", history)
 
 
 class Dispatcher:
     def __init__(self, store: Store, renderer: Renderer, signer: LinkSigner,
                  transport: SmtpTransport, clock: Clock, *, worker: str = "worker",
-                 lease: timedelta = DEFAULT_LEASE, rng: random.Random | None = None):
+                 lease: timedelta = DEFAULT_LEASE, rng: random.Random | None = None,
+                 limiter: RateLimiter | None = None):
         self.store = store
         self.renderer = renderer
         self.schedule = renderer.schedule
@@ -77,6 +101,7 @@ class Dispatcher:
         self.worker = worker
         self.lease = lease
         self.rng = rng or random.Random()
+        self.limiter = limiter or RateLimiter(store)
         self.sender = parseaddr(self.schedule.sender.from_)[1]
 
     # -- planning --------------------------------------------------------------------------
@@ -85,11 +110,7 @@ class Dispatcher:
         found = self.store.enrollment(lead_id, self.campaign_id)
         if found is None:
             return None
-        enrolled_at, rows = found
-        lead = self.store.lead(lead_id)
-        history = tuple(Attempt(step, status, at) for step, status, at in rows if step != exclude)
-        return LeadState(enrolled_at, lead.timezone if lead else None,
-                         lead.status if lead else "active", history)
+        return _state(found[0], self.store.lead(lead_id), found[1], exclude)
 
     def _following(self, state: LeadState) -> PlannedDelivery | None:
         upcoming = next_step(self.schedule, state)
@@ -126,20 +147,33 @@ class Dispatcher:
         report = RunReport()
         run_now = self.clock()
         self.sync(run_now, report)
+        self.drain(run_now, report, max_messages, stop)
+        return report
+
+    def drain(self, run_now: datetime, report: RunReport, max_messages: int | None = None,
+              stop: Callable[[], bool] | None = None) -> None:
+        """Claim and send what is due at `run_now` until none is left or something says stop.
+
+        Separate from `run_once` so that several connections (campaign.pool) can drain the
+        same queue after one `sync`.
+        """
         while max_messages is None or report.sent + report.failed < max_messages:
             if stop is not None and stop():
+                break
+            report.paused = self.limiter.acquire(self.schedule.rate_limit, self.clock())
+            if report.paused:
+                log.info("paused: %s", report.paused)
                 break
             claim = self.store.claim_next(self.campaign_id, run_now, self.worker)
             if claim is None:
                 break
             if not self._deliver(claim, report):
                 break
-        return report
 
     def _deliver(self, claim: Claim, report: RunReport) -> bool:
         """Send one claimed delivery. Returns False when the whole batch must stop."""
         started = time.perf_counter()
-        lead = self.store.lead(claim.lead_id)
+        lead = claim.lead  # read with the claim: no extra query per message
         if lead is None or lead.status != "active" or self.schedule.step(claim.step_id) is None:
             reason = f"lead {lead.status}" if lead else "lead deleted"
             if lead is not None and self.schedule.step(claim.step_id) is None:
@@ -147,17 +181,21 @@ class Dispatcher:
             self.store.cancel(claim, reason, self.clock())
             report.cancelled += 1
             self._log(claim, "cancelled", None, started, reason)
+            if lead is not None and lead.status == "active":
+                # A worker on an older schedule planned a step since removed: plan the real
+                # next one, or the lead would wait forever for an email that never comes.
+                self.replan_lead(lead.id, self.clock())
             return True
         now = self.clock()
-        message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{self.renderer.sender_domain}>"
+        domain = self.renderer.sender_domain
+        message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
         try:
             email = self.renderer.render(
                 claim.step_id,
                 LeadView(lead.email, lead.first_name, lead.timezone or "", lead.attributes),
                 self.signer.links(lead.id, self.campaign_id, claim.step_id),
                 now=now, message_id=message_id)
-            utf8 = not lead.email.isascii()
-            data = email.message.as_bytes(policy=SMTPUTF8) if utf8 else email.message.as_bytes()
+            data, utf8 = email.message.data, email.message.utf8
         except (ValueError, TypeError, LookupError) as exc:
             error = f"cannot build the message: {exc}"
             self.store.record_failed(claim, error, None, now, None)
@@ -171,23 +209,29 @@ class Dispatcher:
             if self.store.lead_status(lead.id) != "active":
                 self.store.cancel(claim, "lead left the series before sending", now)
                 report.cancelled += 1
+                self._log(claim, "cancelled", None, started, "lead left the series")
                 return True
             self.transport.send(Envelope(self.sender, lead.email, data, utf8))
         except AccountRefused as exc:
             self.store.release(claim, str(exc), self.clock())
             report.stopped = f"the SMTP server refused the account: {exc}"
             report.errors.append(report.stopped)
-            log.error("outcome=stopped lead=%s step=%s code=%s error=%r",
-                      claim.lead_id, claim.step_id, exc.code, str(exc))
+            self._log(claim, "stopped", exc.code, started, str(exc))
             return False
         except RecipientRefused as exc:
             self._bounce(claim, exc, report, started)
             return True
         except TransientFailure as exc:
-            self._retry_or_fail(claim, exc, report, started)
+            self._retry_or_fail(claim, exc, lead.timezone, report, started)
+            if isinstance(exc, ServerUnavailable):
+                # Every other message would meet the same closed door and spend an attempt.
+                report.stopped = f"cannot reach the SMTP server, the rest waits: {exc}"
+                report.errors.append(report.stopped)
+                return False
             return True
         sent_at = self.clock()
-        state = self.lead_state(lead.id, exclude=claim.step_id)
+        state = (_state(claim.enrolled_at, lead, claim.history, claim.step_id)
+                 if claim.enrolled_at is not None else None)
         following = self._following(state.with_sent(claim.step_id, sent_at)) if state else None
         self.store.record_sent(claim, message_id, sent_at, following)
         report.sent += 1
@@ -203,11 +247,13 @@ class Dispatcher:
         report.failed += 1
         self._log(claim, "bounced", exc.code, started, str(exc))
 
-    def _retry_or_fail(self, claim: Claim, exc: TransientFailure, report: RunReport,
-                       started: float) -> None:
+    def _retry_or_fail(self, claim: Claim, exc: TransientFailure, timezone: str | None,
+                       report: RunReport, started: float) -> None:
         now = self.clock()
         if claim.attempts < self.schedule.retry.attempts:
-            retry_at = now + backoff(claim.attempts, self.schedule, self.rng)
+            # A retry is still an email arriving: it waits for the lead's send window too.
+            retry_at = next_opening(now + backoff(claim.attempts, self.schedule, self.rng),
+                                    self.schedule.send_window, lead_zone(self.schedule, timezone))
             self.store.record_retry(claim, str(exc), exc.code, retry_at, now)
             report.retried += 1
             self._log(claim, "retry", exc.code, started, str(exc))
@@ -230,4 +276,5 @@ class Dispatcher:
                 f"step={claim.step_id} attempt={claim.attempts} code={code} ms={elapsed:.1f}")
         if error:
             line += f" error={error!r}"
-        (log.info if outcome in ("sent", "cancelled") else log.warning)(line)
+        level = {"sent": logging.INFO, "cancelled": logging.INFO, "stopped": logging.ERROR}
+        log.log(level.get(outcome, logging.WARNING), line)

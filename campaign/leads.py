@@ -10,7 +10,7 @@ import csv
 import io
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -36,6 +36,7 @@ class LeadError(ValueError):
 
     def __init__(self, field: str, message: str):
         self.field = field
+        self.message = message
         super().__init__(f"{field}: {message}")
 
 
@@ -103,10 +104,17 @@ def to_new_lead(lead: LeadInput, schedule: Schedule, now: datetime) -> NewLead:
                    first_delivery(schedule, lead.timezone, now))
 
 
-def add_lead(store: Store, schedule: Schedule, lead: LeadInput, now: datetime) -> tuple[int, bool]:
-    """Insert and enroll one lead; an address already known is left untouched."""
+def add_lead(store: Store, schedule: Schedule, lead: LeadInput, now: datetime, *,
+             pending: bool = False) -> tuple[int, bool]:
+    """Insert and enroll one lead; an address already known is left untouched.
+
+    A `pending` lead (double opt-in) gets no step planned until it confirms its address.
+    """
     store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
-    return store.add_leads([to_new_lead(lead, schedule, now)], schedule.campaign.id, now)[0]
+    new = to_new_lead(lead, schedule, now)
+    if pending:
+        new = replace(new, first=None, status="pending")
+    return store.add_leads([new], schedule.campaign.id, now)[0]
 
 
 @dataclass
@@ -136,7 +144,7 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
         raise LeadError("line 1", "the header row has no 'email' column "
                                   f"(found: {', '.join(columns)[:200] or 'nothing'})")
     while True:
-        line = reader.line_num + 1
+        line = reader.line_num + 1  # where the row starts, even if a quoted field spans lines
         try:
             values = next(reader)
         except StopIteration:
@@ -144,7 +152,6 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
         except csv.Error as exc:
             yield line, f"cannot read this row: {exc}"
             continue
-        line = reader.line_num
         if not any(v.strip() for v in values):
             continue
         if any("\udc80" <= ch <= "\udcff" for v in values for ch in v):

@@ -1,4 +1,4 @@
-"""Signed, per-lead links: one-click unsubscribe and tracked clicks.
+"""Signed, per-lead links: one-click unsubscribe, tracked clicks and double opt-in confirmation.
 
 Tokens are signed with `CAMPAIGN_SECRET_KEY` (itsdangerous) and carry no expiry, so a link in
 an old email keeps working; a forged or altered token fails the signature check.
@@ -14,7 +14,9 @@ from .render import Links
 
 
 @dataclass(frozen=True)
-class UnsubscribeToken:
+class LeadToken:
+    """What an unsubscribe or confirmation link names: a lead in a campaign."""
+
     lead_id: int
     campaign_id: str
 
@@ -36,9 +38,13 @@ class LinkSigner:
         self.base_url = base_url.rstrip("/")
         self._unsubscribe = URLSafeSerializer(secret_key, salt="unsubscribe")
         self._click = URLSafeSerializer(secret_key, salt="click")
+        self._confirm = URLSafeSerializer(secret_key, salt="confirm")
 
     def unsubscribe_url(self, lead_id: int, campaign_id: str) -> str:
         return f"{self.base_url}/u/{self._unsubscribe.dumps([lead_id, campaign_id])}"
+
+    def confirm_url(self, lead_id: int, campaign_id: str) -> str:
+        return f"{self.base_url}/confirm/{self._confirm.dumps([lead_id, campaign_id])}"
 
     def click_url(self, lead_id: int, campaign_id: str, step_id: str, link: int) -> str:
         token = self._click.dumps([lead_id, campaign_id, step_id, link])
@@ -53,9 +59,13 @@ class LinkSigner:
             click=lambda index, _url: self.click_url(lead_id, campaign_id, step_id, index),
         )
 
-    def read_unsubscribe(self, token: str) -> UnsubscribeToken:
+    def read_unsubscribe(self, token: str) -> LeadToken:
         lead_id, campaign_id = self._load(self._unsubscribe, token, 2)
-        return UnsubscribeToken(int(lead_id), str(campaign_id))
+        return LeadToken(int(lead_id), str(campaign_id))
+
+    def read_confirm(self, token: str) -> LeadToken:
+        lead_id, campaign_id = self._load(self._confirm, token, 2)
+        return LeadToken(int(lead_id), str(campaign_id))
 
     def read_click(self, token: str) -> ClickToken:
         lead_id, campaign_id, step_id, link = self._load(self._click, token, 4)

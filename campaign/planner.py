@@ -80,8 +80,14 @@ def lead_zone(schedule: Schedule, timezone: str | None) -> ZoneInfo:
 
 
 def _window_open_on(day: date, window: SendWindow, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The window's bounds on `day` as UTC instants, never reaching outside its wall-clock hours.
+
+    A bound inside a spring-forward gap has two readings (fold 0 and 1); the start takes the
+    later and the end the earlier, so the window shrinks on that day instead of spilling over.
+    """
     start = datetime.combine(day, window.start, tzinfo=zone).astimezone(UTC)
-    end = datetime.combine(day, window.end, tzinfo=zone).astimezone(UTC)
+    wall_end = datetime.combine(day, window.end, tzinfo=zone)
+    end = min(wall_end.replace(fold=fold).astimezone(UTC) for fold in (0, 1))
     return start, end
 
 
@@ -98,8 +104,9 @@ def next_opening(moment: datetime, window: SendWindow, zone: ZoneInfo) -> dateti
         if day.weekday() not in window.weekdays:
             continue
         start, end = _window_open_on(day, window, zone)
-        if moment < end:
-            return max(moment, start)
+        opening = max(moment, start)
+        if opening < end:  # not `moment < end`: a window shrunk by a clock change may be empty
+            return opening
     raise ValueError("the send window never opens")  # pragma: no cover - validated
 
 

@@ -17,9 +17,6 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, parseaddr
 from pathlib import Path
 from typing import Any
@@ -27,14 +24,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import html2text
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 from markupsafe import Markup
 from premailer import Premailer
 
+from . import mime
+from .mime import MimeMessage
 from .schedule import LoadedSchedule, Schedule, Step
 
 BUILTIN_LEAD_FIELDS = ("email", "first_name", "timezone")
 UNSUBSCRIBE = "links.unsubscribe"
+CONFIRM = "links.confirm"
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 _PREHEADER = re.compile(r'<div class="preheader"[^>]*>.*?</div>', re.S)
 _MD_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
@@ -69,6 +70,7 @@ class Links:
 
     unsubscribe: str
     click: Callable[[int, str], str] = staticmethod(lambda index, url: url)  # type: ignore[assignment]
+    confirm: str = ""  # the double opt-in link; only the confirmation email has one
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-    message: EmailMessage
+    message: MimeMessage  # `message.as_bytes()` is exactly what SMTP carries
 
 
 def _utm(url: str, params: Mapping[str, str], step_id: str) -> str:
@@ -109,6 +111,39 @@ def _utm(url: str, params: Mapping[str, str], step_id: str) -> str:
     query.update({k: v for k, v in params.items() if k not in query})
     query.setdefault("utm_content", step_id)
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+MAX_TEMPLATE_VALUE = 100_000  # characters or items one template expression may build
+
+
+def _bounded_range(*args: int) -> range:
+    """The sandbox's `range`, refusing a huge one as a template error instead of crashing."""
+    try:
+        return safe_range(*args)
+    except OverflowError as exc:
+        raise SecurityError(str(exc)) from None
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja's sandbox, which also bounds what `*` and `**` may build: `{{ 'x' * 10**10 }}`
+    would exhaust the memory and `{{ 9**9**9 }}` would never finish, stalling every send."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        self.globals["range"] = _bounded_range
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for items, times in ((left, right), (right, left)):
+                if (isinstance(items, str | list | tuple) and isinstance(times, int)
+                        and len(items) * times > MAX_TEMPLATE_VALUE):
+                    raise SecurityError(f"'*' would build more than {MAX_TEMPLATE_VALUE} items")
+        elif (isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+              and right * abs(left).bit_length() > 10_000):  # Python prints up to 4300 digits
+            raise SecurityError("'**' would build a number too large to print")
+        return super().call_binop(context, operator, left, right)
 
 
 class _Fields:
@@ -183,13 +218,16 @@ class Renderer:
         self.version = hashlib.sha256(
             (loaded.source_digest + templates_digest(self.templates_dir)).encode()
         ).hexdigest()[:16]
-        self.env = SandboxedEnvironment(
+        self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self._subject_env = SandboxedEnvironment(autoescape=False, undefined=jinja2.StrictUndefined)
+        self._subject_env = _Sandbox(autoescape=False, undefined=jinja2.StrictUndefined)
         self._compiled: dict[str, CompiledStep] = {}
+        self._skeletons: dict[str, mime.Skeleton] = {}
+        reply = getaddresses([self.schedule.sender.reply_to or self.schedule.sender.from_])[0][1]
+        self._unsubscribe_mailto = f"<mailto:{reply}?subject=unsubscribe>"
         self._lead_fields = tuple(
             dict.fromkeys((*BUILTIN_LEAD_FIELDS, *self.schedule.personal_fields))
         )
@@ -206,11 +244,22 @@ class Renderer:
         return self._compiled[step_id]
 
     def compile_all(self) -> list[CompiledStep]:
+        """The series' steps in order. The double opt-in email is compiled too (not returned),
+        so a broken one stops `schedule check` and sending like a broken step does."""
+        if self.schedule.confirmation is not None:
+            self.compile(self.schedule.confirmation.id)
         return [self.compile(step.id) for step in self.schedule.steps]
+
+    def _find(self, step_id: str) -> tuple[int, Step]:
+        """A step and its number in the series; the confirmation email is number 0."""
+        confirmation = self.schedule.confirmation
+        if confirmation is not None and step_id == confirmation.id:
+            return 0, confirmation
+        return next((i, s) for i, s in enumerate(self.schedule.steps, 1) if s.id == step_id)
 
     def _compile(self, step_id: str) -> CompiledStep:
         schedule = self.schedule
-        number, step = next((i, s) for i, s in enumerate(schedule.steps, 1) if s.id == step_id)
+        number, step = self._find(step_id)
         token = secrets.token_hex(4)
         placeholders: list[str] = []
 
@@ -224,6 +273,7 @@ class Renderer:
             "links": {
                 "booking": _utm(str(schedule.booking_url), schedule.utm, step.id),
                 "unsubscribe": mint(UNSUBSCRIBE),
+                **({"confirm": mint(CONFIRM)} if number == 0 else {}),
             },
             "clinic": schedule.clinic.model_dump(),
             "campaign": schedule.campaign.model_dump(),
@@ -269,6 +319,13 @@ class Renderer:
                     None,
                     f"the {part} part does not show the clinic's postal address "
                     "({{ clinic.postal_address }}); the law requires it",
+                )
+            if number == 0 and mint(CONFIRM) not in content:
+                raise TemplateProblem(
+                    step.template,
+                    None,
+                    f"the {part} part has no confirmation link ({{{{ links.confirm }}}}); "
+                    "the double opt-in email exists to carry it",
                 )
         try:
             subject = self._subject_env.from_string(step.subject)
@@ -346,6 +403,7 @@ class Renderer:
         compiled = self.compile(step_id)
         values = self.lead_values(lead)
         values[UNSUBSCRIBE] = links.unsubscribe
+        values[CONFIRM] = links.confirm
         for index, url in enumerate(compiled.urls):
             values[f"click.{index}"] = links.click(index, url)
         pattern = re.compile(rf"PH{compiled.token}x(\d+)x")
@@ -367,30 +425,33 @@ class Renderer:
         links: Links,
         now: datetime,
         message_id: str | None,
-    ) -> EmailMessage:
-        schedule = self.schedule
-        message = EmailMessage(policy=SMTP)
-        message["From"] = schedule.sender.from_
-        message["To"] = Address(
-            display_name=self.lead_values(lead)["lead.first_name"] if lead.first_name else "",
-            addr_spec=lead.email,
-        )
-        if schedule.sender.reply_to:
-            message["Reply-To"] = schedule.sender.reply_to
-        message["Subject"] = subject
-        message["Date"] = format_datetime(now)
-        message["Message-ID"] = message_id or f"<{secrets.token_hex(12)}@{self.sender_domain}>"
-        unsubscribe_targets = [f"<{links.unsubscribe}>"]
-        reply = getaddresses([schedule.sender.reply_to or schedule.sender.from_])[0][1]
-        unsubscribe_targets.append(f"<mailto:{reply}?subject=unsubscribe>")
-        message["List-Unsubscribe"] = ", ".join(unsubscribe_targets)
+    ) -> MimeMessage:
+        """Only the lead's own headers are encoded here; the rest is the step's skeleton."""
+        utf8 = not lead.email.isascii()  # an internationalised address needs SMTPUTF8
+        headers = [
+            mime.address("To", " ".join(lead.first_name.split()), lead.email, utf8),
+            mime.unstructured("Subject", subject, utf8),
+            mime.token("Date", format_datetime(now)),
+            mime.token("Message-ID",
+                       message_id or f"<{secrets.token_hex(12)}@{self.sender_domain}>"),
+            mime.url_list("List-Unsubscribe", [f"<{links.unsubscribe}>", self._unsubscribe_mailto]),
+        ]
         if links.unsubscribe.startswith("https://"):
-            message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-        message["List-Id"] = (
-            f"{schedule.campaign.name} <{schedule.campaign.id}.{self.sender_domain}>"
-        )
-        message["Feedback-ID"] = f"{compiled.step.id}:{schedule.campaign.id}"
-        message["X-Campaign-Step"] = f"{schedule.campaign.id}/{compiled.step.id}"
-        message.set_content(body_text, subtype="plain", charset="utf-8", cte="quoted-printable")
-        message.add_alternative(body_html, subtype="html", charset="utf-8", cte="quoted-printable")
-        return message
+            headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+        return self._skeleton(compiled.step).message(headers, body_text, body_html, utf8)
+
+    def _skeleton(self, step: Step) -> mime.Skeleton:
+        """The step's constant headers, encoded once by the email package itself."""
+        if step.id not in self._skeletons:
+            schedule = self.schedule
+            static = [("From", schedule.sender.from_)]
+            if schedule.sender.reply_to:
+                static.append(("Reply-To", schedule.sender.reply_to))
+            static += [
+                ("List-Id",
+                 f"{schedule.campaign.name} <{schedule.campaign.id}.{self.sender_domain}>"),
+                ("Feedback-ID", f"{step.id}:{schedule.campaign.id}"),
+                ("X-Campaign-Step", f"{schedule.campaign.id}/{step.id}"),
+            ]
+            self._skeletons[step.id] = mime.Skeleton(static)
+        return self._skeletons[step.id]

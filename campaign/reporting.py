@@ -7,17 +7,22 @@ from typing import Any
 from .schedule import Schedule
 from .store import DELIVERY_STATUSES, Store
 
-STATUS_COLUMNS = DELIVERY_STATUSES
+# `clicked`: leads who clicked a link in the step; `converted`: conversions credited to the
+# step (the last step clicked before booking, else the last step sent).
+ENGAGEMENT_COLUMNS = ("clicked", "converted")
+STATUS_COLUMNS = (*DELIVERY_STATUSES, *ENGAGEMENT_COLUMNS)
 
 
 def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
     counts = store.delivery_counts(schedule.campaign.id)
+    engagement = store.engagement_counts(schedule.campaign.id)
     step_ids = [step.id for step in schedule.steps]
     step_ids += sorted(set(counts) - set(step_ids))  # removed steps still have history
     steps = []
     for step_id in step_ids:
         row: dict[str, Any] = {"step": step_id, "in_schedule": step_id in schedule.steps_by_id}
-        row.update({status: counts.get(step_id, {}).get(status, 0) for status in STATUS_COLUMNS})
+        row.update({status: counts.get(step_id, {}).get(status, 0) for status in DELIVERY_STATUSES})
+        row.update({name: engagement.get(step_id, {}).get(name, 0) for name in ENGAGEMENT_COLUMNS})
         steps.append(row)
     return {
         "campaign": schedule.campaign.id,

@@ -23,6 +23,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 
 from .dispatch import Clock, Dispatcher, RunReport
 from .links import LinkSigner
+from .pool import send_pooled
+from .ratelimit import RateLimiter
 from .render import Renderer, TemplateProblem, templates_digest
 from .schedule import ScheduleError, load_schedule
 from .settings import SmtpSettings
@@ -52,6 +54,7 @@ class Engine:
     worker: str = field(default_factory=worker_name)
     _renderer: Renderer | None = None
     _fingerprint: tuple[str, str] | None = None
+    _limiter: RateLimiter | None = None  # kept across runs: per_second pacing spans ticks
 
     def renderer(self) -> Renderer:
         """The current schedule and templates, compiled; raises if either is invalid.
@@ -68,8 +71,10 @@ class Engine:
         return self._renderer
 
     def dispatcher(self, transport: SmtpTransport) -> Dispatcher:
+        if self._limiter is None:
+            self._limiter = RateLimiter(self.store)
         return Dispatcher(self.store, self.renderer(), self.signer, transport, self.clock,
-                          worker=self.worker)
+                          worker=self.worker, limiter=self._limiter)
 
     def send_due(self, max_messages: int | None = None,
                  stop: Callable[[], bool] | None = None) -> RunReport:
@@ -81,8 +86,11 @@ class Engine:
             log.error(report.stopped)
             return report
         per_connection = renderer.schedule.rate_limit.per_connection
-        with SmtpTransport(self.smtp, per_connection) as transport:
-            report = self.dispatcher(transport).run_once(max_messages, stop)
+        if self.smtp.connections > 1:
+            report = send_pooled(self.dispatcher, self.smtp, per_connection, max_messages, stop)
+        else:
+            with SmtpTransport(self.smtp, per_connection) as transport:
+                report = self.dispatcher(transport).run_once(max_messages, stop)
         if report.stopped:
             log.error("run stopped: %s", report.stopped)
         return report

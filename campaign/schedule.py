@@ -36,6 +36,8 @@ MAX_SCHEDULE_BYTES = 1_000_000
 MAX_YAML_NODES = 50_000
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EXIT_REASONS = ("converted", "unsubscribed", "bounced")
+ALWAYS_EXIT = ("unsubscribed", "bounced")
+CONFIRM_STEP = "confirm"  # the double opt-in email's id; no series step may use it
 _DELAY_PART = re.compile(r"(\d+)\s*([wdhm])")
 _DELAY_FULL = re.compile(r"^\s*(\d+\s*[wdhm]\s*)+$")
 _SLUG = r"^[a-z0-9][a-z0-9-]*$"
@@ -108,11 +110,16 @@ def format_delay(delay: timedelta) -> str:
     return "".join(out)
 
 
+def format_clock(value: time) -> str:
+    """A window bound as a marketer writes it (`09:00`, `24:00`), for messages and new files."""
+    return "24:00" if value == time.max else f"{value:%H:%M}"
+
+
 def _check_zone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"{name!r} is not a known time zone (use a name like Europe/London)")
+        raise ValueError(f"{name!r} is not a known time zone (like Europe/London)") from None
     return name
 
 
@@ -126,7 +133,7 @@ def check_address(value: str) -> str:
     try:
         validate_email(parsed[0][1], check_deliverability=False)
     except EmailNotValidError as exc:
-        raise ValueError(f"{value!r} is not a valid email address: {exc}")
+        raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
     return value
 
 
@@ -224,6 +231,14 @@ class Step(_Model):
     delay: Delay
 
 
+class Confirmation(_Model):
+    """The one email a web signup gets under double opt-in; its link activates the lead."""
+
+    template: Annotated[str, Field(min_length=1, max_length=200)]
+    subject: Annotated[OneLine, Field(min_length=1, max_length=250)]
+    preheader: Annotated[OneLine, Field(max_length=250)] = ""
+
+
 def _default_fields() -> dict[str, PersonalField]:
     return {"first_name": PersonalField(fallback="there")}
 
@@ -245,7 +260,38 @@ class Schedule(_Model):
     rate_limit: RateLimit = RateLimit()
     retry: Retry = Retry()
     utm: dict[str, OneLine] = Field(default_factory=dict)
+    double_opt_in: bool = False
+    confirm: Confirmation | None = None
     steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
+
+    @field_validator("exit_on")
+    @classmethod
+    def _opt_outs_always_exit(cls, reasons: list[str]) -> list[str]:
+        missing = [reason for reason in ALWAYS_EXIT if reason not in reasons]
+        if missing:
+            raise ValueError(
+                f"must include {' and '.join(missing)}: mailing people who unsubscribed breaks "
+                "the law and mailing addresses that bounce ruins deliverability; only "
+                "converted may be left out (converted leads then keep getting the series)"
+            )
+        return reasons
+
+    @model_validator(mode="after")
+    def _confirmation_for_double_opt_in(self) -> Schedule:
+        if self.double_opt_in and self.confirm is None:
+            raise _FieldValueError(
+                ("double_opt_in",),
+                "is true but there is no confirm: section (the confirmation email's "
+                "subject and template)",
+            )
+        if self.double_opt_in and CONFIRM_STEP in self.steps_by_id:
+            index = [step.id for step in self.steps].index(CONFIRM_STEP)
+            raise _FieldValueError(
+                ("steps", index, "id"),
+                f"{CONFIRM_STEP!r} is the confirmation email's id under double_opt_in; "
+                "rename this step",
+            )
+        return self
 
     @field_validator("steps")
     @classmethod
@@ -265,6 +311,15 @@ class Schedule(_Model):
 
     def step(self, step_id: str) -> Step | None:
         return self.steps_by_id.get(step_id)
+
+    @cached_property
+    def confirmation(self) -> Step | None:
+        """The double opt-in email as a step outside the series, or None when it is off."""
+        if not self.double_opt_in or self.confirm is None:
+            return None
+        return Step(id=CONFIRM_STEP, template=self.confirm.template,
+                    subject=self.confirm.subject, preheader=self.confirm.preheader,
+                    delay=timedelta(0))
 
     @property
     def zone(self) -> ZoneInfo:
@@ -434,13 +489,13 @@ def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
             and "\t" in text.splitlines()[line - 1 if line else 0]
         ):
             problem += " (tabs are not allowed for indentation; use spaces)"
-        raise ScheduleError([ScheduleIssue(file, line, "", f"YAML syntax: {problem}")])
+        raise ScheduleError([ScheduleIssue(file, line, "", f"YAML syntax: {problem}")]) from None
     except _TooLarge:
         raise ScheduleError(
             [ScheduleIssue(file, None, "", "expands to too many values (alias bomb?)")]
-        )
+        ) from None
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
-        raise ScheduleError([ScheduleIssue(file, None, "", f"cannot be read: {exc}")])
+        raise ScheduleError([ScheduleIssue(file, None, "", f"cannot be read: {exc}")]) from None
     if not isinstance(data, dict):
         raise ScheduleError(
             [ScheduleIssue(file, 1, "", "must be a mapping of settings (campaign:, steps:, ...)")]
@@ -475,10 +530,12 @@ def load_schedule(path: str | Path) -> LoadedSchedule:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ScheduleError([ScheduleIssue(name, None, "", f"cannot be read: {exc.strerror}")])
+        issue = ScheduleIssue(name, None, "", f"cannot be read: {exc.strerror}")
+        raise ScheduleError([issue]) from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ScheduleError([ScheduleIssue(name, None, "", f"is not UTF-8 text ({exc.reason})")])
+        issue = ScheduleIssue(name, None, "", f"is not UTF-8 text ({exc.reason})")
+        raise ScheduleError([issue]) from None
     schedule = parse_schedule(text, name, path.parent)
     return LoadedSchedule(schedule, path.resolve(), hashlib.sha256(raw).hexdigest())

@@ -9,6 +9,7 @@ from typing import Literal
 
 DEFAULT_DB = "sqlite:///campaign.db"
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
+MAX_CONNECTIONS = 32
 
 Security = Literal["none", "starttls", "ssl"]
 
@@ -26,6 +27,7 @@ class SmtpSettings:
     security: Security = "none"
     timeout: float = 30.0
     local_hostname: str = "localhost"
+    connections: int = 1  # SMTP connections one worker keeps busy at once (campaign.pool)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SmtpSettings:
@@ -37,8 +39,13 @@ class SmtpSettings:
         try:
             port = int(env.get("CAMPAIGN_SMTP_PORT", default_port))
             timeout = float(env.get("CAMPAIGN_SMTP_TIMEOUT", 30))
+            connections = int(env.get("CAMPAIGN_SMTP_CONNECTIONS", 1))
         except ValueError as exc:
-            raise SettingsError(f"CAMPAIGN_SMTP_PORT / CAMPAIGN_SMTP_TIMEOUT: {exc}") from exc
+            raise SettingsError(f"CAMPAIGN_SMTP_PORT / CAMPAIGN_SMTP_TIMEOUT / "
+                                f"CAMPAIGN_SMTP_CONNECTIONS: {exc}") from exc
+        if not 1 <= connections <= MAX_CONNECTIONS:
+            raise SettingsError(f"CAMPAIGN_SMTP_CONNECTIONS={connections}: use 1 to "
+                                f"{MAX_CONNECTIONS}")
         return cls(
             host=env.get("CAMPAIGN_SMTP_HOST", "127.0.0.1"),
             port=port,
@@ -47,6 +54,7 @@ class SmtpSettings:
             security=security,  # type: ignore[arg-type]
             timeout=timeout,
             local_hostname=env.get("CAMPAIGN_SMTP_HELO", "localhost"),
+            connections=connections,
         )
 
 
@@ -56,6 +64,14 @@ def database_url(explicit: str | None = None) -> str:
 
 def base_url() -> str:
     return os.environ.get("CAMPAIGN_BASE_URL", DEFAULT_BASE_URL).rstrip("/")
+
+
+def api_token() -> str | None:
+    """The bearer token web signups and the booking system present; None turns those off."""
+    token = os.environ.get("CAMPAIGN_API_TOKEN")
+    if token and len(token) < 16:
+        raise SettingsError("CAMPAIGN_API_TOKEN is too short: use at least 16 characters")
+    return token or None
 
 
 def secret_key(*, required: bool) -> str:

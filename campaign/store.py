@@ -30,21 +30,29 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     create_engine,
     event,
     func,
     insert,
+    literal_column,
     select,
+    text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Select, Update
 
 SCHEMA_VERSION = 1
+MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 
-LEAD_STATUSES = ("active", "unsubscribed", "bounced", "converted")
+# `pending`: signed up on the web with double opt-in, waiting for the confirmation click.
+LEAD_STATUSES = ("active", "pending", "unsubscribed", "bounced", "converted")
 DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "unknown", "cancelled")
 OPEN_STATUSES = ("pending", "sending")
+PENDING = literal_column("'pending'")  # inline, as in the partial index's WHERE clause
 
 metadata = MetaData()
 Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER keys
@@ -99,7 +107,11 @@ deliveries = Table(
     Column("sent_at", DateTime, nullable=True),
     Column("updated_at", DateTime, nullable=False),
     UniqueConstraint("lead_id", "campaign_id", "step_id", name="uq_delivery"),
-    Index("ix_deliveries_due", "campaign_id", "status", "due_at"),
+    # The queue: only pending rows, in claim order, so finding the next due delivery stays one
+    # short index range scan however many millions of sent rows pile up beside it.
+    Index("ix_deliveries_due", "campaign_id", "due_at", "id",
+          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+    Index("ix_deliveries_status", "status", "campaign_id"),  # leases, reports, in-doubt lists
     Index("ix_deliveries_sent_at", "sent_at"),
 )
 
@@ -114,6 +126,69 @@ clicks = Table(
     Column("clicked_at", DateTime, nullable=False),
     Index("ix_clicks_campaign", "campaign_id", "step_id"),
 )
+
+# At most one conversion per lead and campaign, kept even if the lead later unsubscribes, so
+# reports still credit the step that brought the booking.
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("step_id", String(64), nullable=True),
+    Column("source", String(20), nullable=False),
+    Column("converted_at", DateTime, nullable=False),
+    UniqueConstraint("lead_id", "campaign_id", name="uq_conversion"),
+)
+
+
+# -- the per-message statements, built once: building one costs more than running it --------
+
+
+def _due(campaign: Any, now: Any) -> Select:
+    """The next due delivery of an active lead, in claim order (served by ix_deliveries_due).
+
+    `'pending'` is a literal so the partial index matches even in a generic prepared plan.
+    """
+    return (select(deliveries.c.id)
+            .join(leads, leads.c.id == deliveries.c.lead_id)
+            .where(deliveries.c.campaign_id == campaign, deliveries.c.status == PENDING,
+                   deliveries.c.due_at <= now, leads.c.status == "active")
+            .order_by(deliveries.c.due_at, deliveries.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True, of=deliveries))
+
+
+def _claim(candidate: Select) -> Update:
+    now = bindparam("claim_now", type_=DateTime)
+    return (update(deliveries)
+            .where(deliveries.c.id == candidate.scalar_subquery(), deliveries.c.status == PENDING)
+            .values(status="sending", claimed_at=now, claimed_by=bindparam("claim_worker"),
+                    attempts=deliveries.c.attempts + 1, updated_at=now)
+            .returning(deliveries.c.id, deliveries.c.lead_id, deliveries.c.campaign_id,
+                       deliveries.c.step_id, deliveries.c.attempts, deliveries.c.due_at))
+
+
+DUE = _due(bindparam("campaign", type_=String), bindparam("claim_now", type_=DateTime))
+CLAIM = _claim(DUE)
+LEAD_AND_ENROLLMENT = (
+    select(leads, enrollments.c.enrolled_at)
+    .outerjoin(enrollments, (enrollments.c.lead_id == leads.c.id)
+               & (enrollments.c.campaign_id == bindparam("campaign")))
+    .where(leads.c.id == bindparam("lead")))
+HISTORY = (
+    select(deliveries.c.step_id, deliveries.c.status,
+           func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at))
+    .where(deliveries.c.lead_id == bindparam("lead"),
+           deliveries.c.campaign_id == bindparam("campaign"),
+           deliveries.c.status.not_in(("pending", "cancelled")))
+    .order_by(deliveries.c.id))
+LEAD_STATUS = select(leads.c.status).where(leads.c.id == bindparam("lead"))
+MARK_SENT = (
+    update(deliveries).where(deliveries.c.id == bindparam("delivery"))
+    .values(status="sent", message_id=bindparam("sent_message_id"),
+            sent_at=bindparam("sent_now", type_=DateTime), last_error=None, smtp_code=250,
+            updated_at=bindparam("sent_now", type_=DateTime)))
 
 
 def to_db(moment: datetime) -> datetime:
@@ -152,6 +227,10 @@ class Claim:
     step_id: str
     attempts: int
     due_at: datetime
+    # Read in the claiming transaction, so sending needs no further reads to plan what's next.
+    lead: Lead | None = None
+    enrolled_at: datetime | None = None
+    history: tuple[tuple[str, str, datetime], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -169,6 +248,7 @@ class NewLead:
     timezone: str | None
     attributes: dict[str, str]
     first: PlannedDelivery | None
+    status: str = "active"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -196,6 +276,7 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
+        self._plan = self._insert(deliveries).on_conflict_do_nothing()
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -226,9 +307,19 @@ class Store:
     # -- schema ----------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Create the schema on first use and refuse a database from a newer version."""
-        metadata.create_all(self.engine)
+        """Create the schema on first use and refuse a database from a newer version.
+
+        Workers started together on a fresh database would race to create it: PostgreSQL
+        serialises them on an advisory lock, SQLite on its write lock. Indexes added to a
+        table after it was created are added too (`create_all` skips existing tables).
+        """
         with self.tx() as conn:
+            if not self.is_sqlite:
+                conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+            metadata.create_all(conn)
+            for table in metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(conn, checkfirst=True)
             found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
             version = found.scalar()
             if version is None:
@@ -239,19 +330,23 @@ class Store:
                     f"({SCHEMA_VERSION}); upgrade the engine"
                 )
 
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT, which knows `ON CONFLICT` (PostgreSQL and SQLite ≥ 3.24)."""
+        return (sqlite.insert if self.is_sqlite else postgresql.insert)(table)
+
     def _put_meta(self, conn: Connection, key: str, value: str) -> None:
-        updated = conn.execute(update(meta).where(meta.c.key == key).values(value=value))
-        if updated.rowcount == 0:
-            conn.execute(insert(meta).values(key=key, value=value))
+        """An upsert: two workers setting the same key at once must not collide."""
+        conn.execute(self._insert(meta).values(key=key, value=value)
+                     .on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value}))
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def init_meta(self, key: str, value: str) -> None:
+        """Set the key unless it is already set (first writer wins, concurrent ones too)."""
         with self.tx() as conn:
-            if conn.execute(select(meta.c.key).where(meta.c.key == key)).first() is None:
-                conn.execute(insert(meta).values(key=key, value=value))
+            conn.execute(self._insert(meta).values(key=key, value=value).on_conflict_do_nothing())
 
     def set_meta(self, key: str, value: str) -> None:
         with self.tx() as conn:
@@ -277,7 +372,7 @@ class Store:
                 conn.execute(insert(leads), [
                     {"email": lead.email, "first_name": lead.first_name,
                      "timezone": lead.timezone, "attributes": lead.attributes,
-                     "status": "active", "created_at": stamp} for lead in fresh])
+                     "status": lead.status, "created_at": stamp} for lead in fresh])
                 ids = dict(conn.execute(select(leads.c.email, leads.c.id).where(
                     leads.c.email.in_([lead.email for lead in fresh]))).all())
                 conn.execute(insert(enrollments), [
@@ -306,22 +401,97 @@ class Store:
 
     def set_lead_status(self, lead_id: int, status: str, reason: str, now: datetime) -> bool:
         """Move a lead out of the series (or back); cancels whatever was still pending."""
+        with self.tx() as conn:
+            return self._change_status(conn, lead_id, status, reason, now)
+
+    def _change_status(self, conn: Connection, lead_id: int, status: str, reason: str,
+                       now: datetime, only_from: Sequence[str] = ()) -> bool:
+        """`only_from` limits the change to leads in those statuses, so that, for example, an
+        unsubscribed lead who books later stays unsubscribed."""
         if status not in LEAD_STATUSES:
             raise ValueError(f"unknown lead status {status!r}")
+        where = [leads.c.id == lead_id, leads.c.status != status]
+        if only_from:
+            where.append(leads.c.status.in_(list(only_from)))
+        changed = conn.execute(
+            update(leads).where(*where)
+            .values(status=status, status_reason=reason, status_at=to_db(now))
+        ).rowcount
+        if changed and status != "active":
+            conn.execute(update(deliveries)
+                         .where(deliveries.c.lead_id == lead_id,
+                                deliveries.c.status == "pending")
+                         .values(status="cancelled", last_error=f"lead {status}: {reason}",
+                                 updated_at=to_db(now)))
+            conn.execute(update(enrollments).where(enrollments.c.lead_id == lead_id)
+                         .values(state="exited"))
+        return bool(changed)
+
+    def confirm_lead(self, lead_id: int, campaign_id: str, first: PlannedDelivery | None,
+                     now: datetime) -> bool:
+        """Double opt-in: a pending lead turns active, enrolled from now, with step 1 planned.
+
+        Only a `pending` lead changes, so a second click, or a click after unsubscribing from
+        the confirmation email, does nothing.
+        """
         with self.tx() as conn:
             changed = conn.execute(
-                update(leads).where(leads.c.id == lead_id, leads.c.status != status)
-                .values(status=status, status_reason=reason, status_at=to_db(now))
+                update(leads).where(leads.c.id == lead_id, leads.c.status == "pending")
+                .values(status="active", status_reason="confirmed", status_at=to_db(now))
             ).rowcount
-            if changed and status != "active":
-                conn.execute(update(deliveries)
-                             .where(deliveries.c.lead_id == lead_id,
-                                    deliveries.c.status == "pending")
-                             .values(status="cancelled", last_error=f"lead {status}: {reason}",
-                                     updated_at=to_db(now)))
-                conn.execute(update(enrollments).where(enrollments.c.lead_id == lead_id)
-                             .values(state="exited"))
-            return bool(changed)
+            if not changed:
+                return False
+            conn.execute(update(enrollments).where(enrollments.c.lead_id == lead_id,
+                                                   enrollments.c.campaign_id == campaign_id)
+                         .values(enrolled_at=to_db(now)))
+            if first is not None:
+                self._insert_planned(conn, lead_id, campaign_id, first, now)
+            return True
+
+    # -- engagement: clicks and conversions --------------------------------------------------
+
+    def record_click(self, lead_id: int, campaign_id: str, step_id: str, url: str,
+                     now: datetime) -> None:
+        with self.tx() as conn:
+            conn.execute(insert(clicks).values(lead_id=lead_id, campaign_id=campaign_id,
+                                               step_id=step_id, url=url, clicked_at=to_db(now)))
+
+    def record_conversion(self, lead_id: int, campaign_id: str, step_id: str | None,
+                          source: str, now: datetime, *, stop: bool) -> bool:
+        """Remember the lead's first conversion; with `stop` the series ends for the lead.
+
+        Returns False if the lead had already converted (a booking system may call twice).
+        """
+        with self.tx() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(conversions).values(
+                        lead_id=lead_id, campaign_id=campaign_id, step_id=step_id,
+                        source=source, converted_at=to_db(now)))
+                created = True
+            except IntegrityError:
+                created = False
+            if stop:
+                self._change_status(conn, lead_id, "converted", f"converted ({source})", now,
+                                    only_from=("active", "pending"))
+            return created
+
+    def attributed_step(self, lead_id: int, campaign_id: str) -> str | None:
+        """The step a conversion is credited to: the last one clicked, else the last one sent."""
+        with self.engine.connect() as conn:
+            clicked = conn.execute(
+                select(clicks.c.step_id)
+                .where(clicks.c.lead_id == lead_id, clicks.c.campaign_id == campaign_id)
+                .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc()).limit(1)
+            ).scalar()
+            if clicked is not None:
+                return clicked
+            return conn.execute(
+                select(deliveries.c.step_id)
+                .where(deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id,
+                       deliveries.c.status == "sent")
+                .order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc()).limit(1)
+            ).scalar()
 
     # -- history for the planner -------------------------------------------------------------
 
@@ -334,16 +504,13 @@ class Store:
             ).scalar()
             if enrolled is None:
                 return None
-            rows = conn.execute(
-                select(deliveries.c.step_id, deliveries.c.status,
-                       func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at,
-                                     deliveries.c.updated_at))
-                .where(deliveries.c.lead_id == lead_id,
-                       deliveries.c.campaign_id == campaign_id,
-                       deliveries.c.status.not_in(("pending", "cancelled")))
-                .order_by(deliveries.c.id)
-            ).all()
-        return from_db(enrolled), [(s, st, from_db(at)) for s, st, at in rows]
+            return from_db(enrolled), self._history(conn, lead_id, campaign_id)
+
+    @staticmethod
+    def _history(conn: Connection, lead_id: int,
+                 campaign_id: str) -> list[tuple[str, str, datetime]]:
+        rows = conn.execute(HISTORY, {"lead": lead_id, "campaign": campaign_id}).all()
+        return [(s, st, from_db(at)) for s, st, at in rows]
 
     def enrolled_leads(self, campaign_id: str, batch: int = 1000) -> Iterator[list[int]]:
         """Ids of every lead still in the series, in batches, for replanning after an edit."""
@@ -387,57 +554,50 @@ class Store:
 
     def _insert_planned(self, conn: Connection, lead_id: int, campaign_id: str,
                         planned: PlannedDelivery, now: datetime) -> None:
-        try:
-            with conn.begin_nested():
-                conn.execute(insert(deliveries).values(
-                    lead_id=lead_id, campaign_id=campaign_id, step_id=planned.step_id,
-                    due_at=to_db(planned.due_at), status="pending", attempts=0,
-                    updated_at=to_db(now)))
-        except IntegrityError:
-            pass  # that step already has a row (sent or otherwise): never a second one
+        """Plan a step, unless it already has a row (sent or otherwise): never a second one.
+
+        `ON CONFLICT DO NOTHING` rather than a savepoint: one statement, not three.
+        """
+        conn.execute(self._plan, {
+            "lead_id": lead_id, "campaign_id": campaign_id, "step_id": planned.step_id,
+            "due_at": to_db(planned.due_at), "status": "pending", "attempts": 0,
+            "updated_at": to_db(now)})
 
     # -- the queue -------------------------------------------------------------------------
 
     def claim_next(self, campaign_id: str, now: datetime, worker: str,
                    skip_leads: Sequence[int] = ()) -> Claim | None:
-        """Claim the most overdue pending delivery of an active lead, or None."""
-        candidate = (
-            select(deliveries.c.id)
-            .join(leads, leads.c.id == deliveries.c.lead_id)
-            .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == "pending",
-                   deliveries.c.due_at <= to_db(now), leads.c.status == "active")
-            .order_by(deliveries.c.due_at, deliveries.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=deliveries)
-        )
+        """Claim the most overdue pending delivery of an active lead, or None.
+
+        The claim also reads the lead, its enrollment and its history (same transaction), so
+        the dispatcher needs no other read to send and to plan the next step.
+        """
+        statement = CLAIM
         if skip_leads:
-            candidate = candidate.where(deliveries.c.lead_id.not_in(list(skip_leads)))
+            statement = _claim(DUE.where(deliveries.c.lead_id.not_in(list(skip_leads))))
+        params = {"campaign": campaign_id, "claim_now": to_db(now), "claim_worker": worker}
         with self.tx() as conn:
-            row = conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == candidate.scalar_subquery(),
-                       deliveries.c.status == "pending")
-                .values(status="sending", claimed_at=to_db(now), claimed_by=worker,
-                        attempts=deliveries.c.attempts + 1, updated_at=to_db(now))
-                .returning(deliveries.c.id, deliveries.c.lead_id, deliveries.c.campaign_id,
-                           deliveries.c.step_id, deliveries.c.attempts, deliveries.c.due_at)
-            ).first()
-        if row is None:
-            return None
+            row = conn.execute(statement, params).first()
+            if row is None:
+                return None
+            lead = conn.execute(LEAD_AND_ENROLLMENT, {"lead": row.lead_id,
+                                                      "campaign": row.campaign_id}
+                                ).mappings().first()
+            history = tuple(self._history(conn, row.lead_id, row.campaign_id))
         return Claim(row.id, row.lead_id, row.campaign_id, row.step_id, row.attempts,
-                     from_db(row.due_at))
+                     from_db(row.due_at), _lead(lead) if lead else None,
+                     from_db(lead["enrolled_at"]) if lead else None, history)
 
     def lead_status(self, lead_id: int) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(select(leads.c.status).where(leads.c.id == lead_id)).scalar()
+            return conn.execute(LEAD_STATUS, {"lead": lead_id}).scalar()
 
     def record_sent(self, claim: Claim, message_id: str, sent_at: datetime,
                     following: PlannedDelivery | None) -> None:
         """Mark the delivery sent and plan the next step, in one transaction."""
         with self.tx() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == claim.delivery_id).values(
-                status="sent", message_id=message_id, sent_at=to_db(sent_at), last_error=None,
-                smtp_code=250, updated_at=to_db(sent_at)))
+            conn.execute(MARK_SENT, {"delivery": claim.delivery_id,
+                                     "sent_message_id": message_id, "sent_now": to_db(sent_at)})
             if following is not None:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, sent_at)
             else:
@@ -487,14 +647,24 @@ class Store:
         return [(r.lead_id, r.campaign_id) for r in rows]
 
     def next_due_at(self, campaign_id: str) -> datetime | None:
+        """The earliest pending due time: the first entry of `ix_deliveries_due`, not a MIN()
+        over every pending row (the join on active leads would defeat that shortcut)."""
         with self.engine.connect() as conn:
             value = conn.execute(
-                select(func.min(deliveries.c.due_at))
+                select(deliveries.c.due_at)
                 .join(leads, leads.c.id == deliveries.c.lead_id)
                 .where(deliveries.c.campaign_id == campaign_id,
-                       deliveries.c.status == "pending", leads.c.status == "active")
+                       deliveries.c.status == PENDING, leads.c.status == "active")
+                .order_by(deliveries.c.due_at, deliveries.c.id).limit(1)
             ).scalar()
         return from_db(value)
+
+    def sent_since(self, since: datetime) -> int:
+        """Messages sent after `since` by any process and campaign: rate limits belong to the
+        SMTP account, so every worker sharing this database counts against one budget."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(deliveries)
+                                .where(deliveries.c.sent_at > to_db(since))).scalar_one()
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -508,6 +678,25 @@ class Store:
         counts: dict[str, dict[str, int]] = {}
         for step_id, status, count in rows:
             counts.setdefault(step_id, {})[status] = count
+        return counts
+
+    def engagement_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        """Per step: leads who clicked a link in it, and conversions credited to it."""
+        with self.engine.connect() as conn:
+            clicked = conn.execute(
+                select(clicks.c.step_id, func.count(clicks.c.lead_id.distinct()))
+                .where(clicks.c.campaign_id == campaign_id).group_by(clicks.c.step_id)
+            ).all()
+            converted = conn.execute(
+                select(conversions.c.step_id, func.count())
+                .where(conversions.c.campaign_id == campaign_id,
+                       conversions.c.step_id.is_not(None))
+                .group_by(conversions.c.step_id)
+            ).all()
+        counts: dict[str, dict[str, int]] = {}
+        for name, rows in (("clicked", clicked), ("converted", converted)):
+            for step_id, count in rows:
+                counts.setdefault(step_id, {})[name] = count
         return counts
 
     def lead_counts(self) -> dict[str, int]:

@@ -3,14 +3,17 @@
 What happens to a delivery depends on *why* SMTP failed, so every failure is raised as one of
 three kinds (the split django-anymail and Postfix make too):
 - `TransientFailure`: the server or network may recover (refused, timeout, dropped, 4xx);
+  its subclass `ServerUnavailable` means no session could even start (down, 4xx greeting);
 - `RecipientRefused`: this address is refused for good (5xx on RCPT or DATA) — a bounce;
-- `AccountRefused`: the whole account is refused (5xx on AUTH or MAIL FROM) — stop the batch.
+- `AccountRefused`: the whole account is refused (5xx on AUTH, MAIL FROM or the greeting) —
+  stop the batch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import smtplib
-import socket
 import ssl
 from dataclasses import dataclass
 
@@ -27,6 +30,11 @@ class TransientFailure(DeliveryFailure):
     """Try again later: nothing says the message or the recipient is at fault."""
 
 
+class ServerUnavailable(TransientFailure):
+    """The server cannot be reached or will not start a session: every message would fail alike,
+    so the batch stops after recording this one attempt instead of spending one per message."""
+
+
 class RecipientRefused(DeliveryFailure):
     """The server refuses this recipient for good."""
 
@@ -41,6 +49,13 @@ class Envelope:
     recipient: str
     data: bytes
     utf8: bool = False
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """Verifies the certificate and the host name. Loading the CA store costs ~20 ms, so it
+    happens once per process, not once per connection (a plain connection needs none)."""
+    return ssl.create_default_context()
 
 
 def _text(reply: bytes | str) -> str:
@@ -64,7 +79,7 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        context = ssl.create_default_context()  # verifies the certificate and the host name
+        context = tls_context() if s.security != "none" else None
         try:
             if s.security == "ssl":
                 smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
@@ -73,31 +88,49 @@ class SmtpTransport:
             else:
                 smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout,
                                     local_hostname=s.local_hostname)
-            smtp.ehlo()
+            self._hello(smtp)
             if s.security == "starttls":
                 smtp.starttls(context=context)
-                smtp.ehlo()
+                self._hello(smtp)
         except smtplib.SMTPResponseException as exc:
-            raise TransientFailure(f"SMTP server greeted with {exc.smtp_code}: "
-                                   f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
+            kind = AccountRefused if exc.smtp_code >= 500 else ServerUnavailable
+            raise kind(f"SMTP server greeted with {exc.smtp_code}: "
+                       f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientFailure(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
+            raise ServerUnavailable(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
         if s.user and s.password:
             try:
                 smtp.login(s.user, s.password)
-            except smtplib.SMTPAuthenticationError as exc:
+            except OSError as exc:  # smtplib's own errors are OSErrors too
                 self._drop(smtp)
-                raise AccountRefused(f"login refused ({exc.smtp_code}): {_text(exc.smtp_error)}",
-                                     exc.smtp_code) from exc
-            except smtplib.SMTPResponseException as exc:
-                self._drop(smtp)
-                kind = AccountRefused if exc.smtp_code >= 500 else TransientFailure
-                raise kind(f"login failed ({exc.smtp_code}): {_text(exc.smtp_error)}",
-                           exc.smtp_code) from exc
-            except (OSError, smtplib.SMTPException) as exc:
-                self._drop(smtp)
-                raise TransientFailure(f"login failed: {exc}") from exc
+                raise self._login_failure(exc) from exc
         return smtp
+
+    @staticmethod
+    def _login_failure(exc: OSError) -> DeliveryFailure:
+        """535 refuses the account for good and 454 only for now; a server that offers no AUTH
+        (or no method in common) needs a settings change, so that stops the batch too."""
+        if isinstance(exc, smtplib.SMTPResponseException):
+            kind = AccountRefused if exc.smtp_code >= 500 else ServerUnavailable
+            return kind(f"login refused ({exc.smtp_code}): {_text(exc.smtp_error)}",
+                        exc.smtp_code)
+        if isinstance(exc, smtplib.SMTPException) and not isinstance(
+                exc, smtplib.SMTPServerDisconnected):
+            return AccountRefused(f"login impossible: {exc}")
+        return ServerUnavailable(f"login failed: {exc}")
+
+    @staticmethod
+    def _hello(smtp: smtplib.SMTP) -> None:
+        """EHLO (HELO for a server without ESMTP); a refusal raises with the server's code.
+
+        `smtp.ehlo()` alone returns a refusal instead of raising, and smtplib would then go
+        on to MAIL FROM and misreport the server's "503 send EHLO first" as a sender refusal.
+        """
+        code, reply = smtp.ehlo()
+        if code in (500, 502):  # command not recognised: an SMTP server from before ESMTP
+            code, reply = smtp.helo()
+        if not 200 <= code < 300:
+            raise smtplib.SMTPHeloError(code, reply)
 
     def send(self, envelope: Envelope) -> None:
         """Hand one message to the server or raise a `DeliveryFailure` saying why not."""
@@ -129,7 +162,7 @@ class SmtpTransport:
                                      f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
             raise TransientFailure(f"server answered {exc.smtp_code}: {_text(exc.smtp_error)}",
                                    exc.smtp_code) from exc
-        except (smtplib.SMTPServerDisconnected, OSError, socket.timeout) as exc:
+        except OSError as exc:  # disconnected, reset, timed out (smtplib's errors are OSErrors)
             self.close()
             raise TransientFailure(f"connection lost: {exc or type(exc).__name__}") from exc
         except smtplib.SMTPException as exc:
@@ -157,10 +190,8 @@ class SmtpTransport:
 
     @staticmethod
     def _drop(smtp: smtplib.SMTP) -> None:
-        try:
+        with contextlib.suppress(OSError):
             smtp.close()
-        except OSError:  # pragma: no cover
-            pass
 
     def close(self) -> None:
         if self._smtp is None:

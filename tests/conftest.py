@@ -42,3 +42,23 @@ def schedule_copy(tmp_path: Path) -> ScheduleCopy:
     shutil.copy(REPO / "schedules.yaml", tmp_path / "schedules.yaml")
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     return ScheduleCopy(tmp_path / "schedules.yaml")
+
+
+# The sending tests load tests/sending_support.py as a plugin and import its helpers; have
+# pytest rewrite its asserts before the first import, so failures there explain themselves.
+pytest.register_assert_rewrite("sending_support")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL server (tests/pg_support.py) shared by the session's tests."""
+    from pg_support import PgCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl); .ci/run installs them")
+    cluster = PgCluster.start(bindir)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,219 @@
+"""The funnel report: per step, how many emails went out, who clicked, who left and who booked.
+
+Sent, failed, clicked and converted per step come from `reporting.campaign_status`, the one
+source for those counts (clicks count leads, not clicks; a conversion is credited to the
+step the store attributes it to). Unsubscribes are credited here to the last email the lead
+had been sent before leaving (`leads.status_at`), the email that made them leave. Anything
+that happened before the first email is shown on a line of its own. Every query only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+from sqlalchemy import and_, func, select
+
+from .reporting import campaign_status
+from .schedule import Schedule
+from .store import Store, conversions, deliveries, enrollments, from_db, leads
+
+BEFORE_FIRST = "(before the first email)"
+STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions
+
+
+@dataclass(frozen=True)
+class StepFunnel:
+    step: str
+    number: int | None  # place in the schedule; None for a step since removed
+    subject: str
+    sent: int
+    clicked: int
+    unsubscribed: int
+    converted: int
+    failed: int
+
+    @property
+    def click_rate(self) -> float:
+        return self.clicked / self.sent if self.sent else 0.0
+
+
+@dataclass(frozen=True)
+class Funnel:
+    campaign_id: str
+    name: str
+    enrolled: int
+    steps: list[StepFunnel]
+    generated_at: datetime
+
+    def total(self, metric: str) -> int:
+        return sum(getattr(step, metric) for step in self.steps)
+
+
+def _enrolled(store: Store, campaign_id: str) -> int:
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(
+                select(func.count())
+                .select_from(enrollments)
+                .where(enrollments.c.campaign_id == campaign_id)
+            ).scalar()
+            or 0
+        )
+
+
+def _unattributed_conversions(store: Store, campaign_id: str) -> int:
+    with store.engine.connect() as conn:
+        return (
+            conn.execute(
+                select(func.count())
+                .select_from(conversions)
+                .where(conversions.c.campaign_id == campaign_id, conversions.c.step_id.is_(None))
+            ).scalar()
+            or 0
+        )
+
+
+def _unsubscribes(store: Store, campaign_id: str) -> dict[str, int]:
+    """Unsubscribed leads per step: the last email sent to them before they left."""
+    joined = and_(enrollments.c.lead_id == leads.c.id, enrollments.c.campaign_id == campaign_id)
+    gone_filter = leads.c.status == "unsubscribed"
+    with store.engine.connect() as conn:
+        gone = conn.execute(
+            select(leads.c.id, leads.c.status_at).join(enrollments, joined).where(gone_filter)
+        ).all()
+        sent = conn.execute(
+            select(deliveries.c.lead_id, deliveries.c.step_id, deliveries.c.sent_at)
+            .join(leads, leads.c.id == deliveries.c.lead_id)
+            .where(
+                deliveries.c.campaign_id == campaign_id, deliveries.c.status == "sent", gone_filter
+            )
+            .order_by(deliveries.c.sent_at, deliveries.c.id)
+        ).all()
+    history: dict[int, list[tuple[datetime, str]]] = {}
+    for lead_id, step_id, sent_at in sent:
+        history.setdefault(lead_id, []).append((from_db(sent_at), step_id))
+    counts: dict[str, int] = {}
+    for lead_id, status_at in gone:
+        moment = from_db(status_at)
+        before = [step for at, step in history.get(lead_id, []) if moment is None or at <= moment]
+        step = before[-1] if before else BEFORE_FIRST
+        counts[step] = counts.get(step, 0) + 1
+    return counts
+
+
+def build_funnel(
+    store: Store, schedule: Schedule, now: datetime, progress: Callable[[int], None] | None = None
+) -> Funnel:
+    """Read the funnel of `schedule`'s campaign from the store (nothing is written)."""
+    tick = progress or (lambda _n: None)
+    campaign_id = schedule.campaign.id
+    status = campaign_status(store, schedule)
+    tick(1)
+    enrolled = _enrolled(store, campaign_id)
+    tick(1)
+    unsubscribed = _unsubscribes(store, campaign_id)
+    tick(1)
+    unattributed = _unattributed_conversions(store, campaign_id)
+    tick(1)
+    numbers = {step.id: i for i, step in enumerate(schedule.steps, 1)}
+    steps = [
+        StepFunnel(
+            row["step"],
+            numbers.get(row["step"]),
+            schedule.steps_by_id[row["step"]].subject if row["step"] in numbers else "",
+            row["sent"],
+            row["clicked"],
+            unsubscribed.get(row["step"], 0),
+            row["converted"],
+            row["failed"],
+        )
+        for row in status["steps"]
+    ]
+    if unsubscribed.get(BEFORE_FIRST) or unattributed:
+        steps.append(
+            StepFunnel(
+                BEFORE_FIRST, None, "", 0, 0, unsubscribed.get(BEFORE_FIRST, 0), unattributed, 0
+            )
+        )
+    return Funnel(campaign_id, schedule.campaign.name, enrolled, steps, now)
+
+
+# -- terminal ------------------------------------------------------------------------------
+
+METRICS = ("sent", "clicked", "unsubscribed", "converted", "failed")
+
+
+def print_funnel(console: Console, funnel: Funnel, bar_width: int = 30) -> None:
+    """A rich table per step with a bar of emails sent (share of leads enrolled)."""
+    table = Table(
+        title=f"{funnel.name} ({funnel.campaign_id}): {funnel.enrolled} leads enrolled",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right")
+    table.add_column("step")
+    for metric in METRICS:
+        table.add_column(metric, justify="right")
+    table.add_column("click rate", justify="right")
+    table.add_column("sent, of enrolled")
+    scale = max([funnel.enrolled, *(s.sent for s in funnel.steps)]) or 1
+    for step in funnel.steps:
+        size = round(step.sent / scale * bar_width)
+        bar = Text("█" * size, style="green").append("░" * (bar_width - size), style="dim")
+        table.add_row(
+            str(step.number or ""),
+            step.step,
+            *(str(getattr(step, m)) for m in METRICS),
+            f"{step.click_rate:.0%}" if step.sent else "",
+            bar,
+        )
+    table.add_section()
+    table.add_row("", "total", *(str(funnel.total(m)) for m in METRICS), "", "")
+    console.print(table)
+
+
+# -- HTML ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One row of the funnel chart, already laid out (SVG user units)."""
+
+    label: str
+    value: int
+    x: float
+    y: float
+    width: float
+    css: str
+
+
+def funnel_bars(funnel: Funnel, width: float = 560, row: float = 44) -> list[Bar]:
+    """Enrolled, then each step's sent, then converted: centred bars narrowing like a funnel."""
+    rows = [("Enrolled", funnel.enrolled, "enrolled")]
+    rows += [(f"{s.number}. {s.step}", s.sent, "step") for s in funnel.steps if s.number]
+    rows.append(("Converted", funnel.total("converted"), "converted"))
+    scale = max(value for _label, value, _css in rows) or 1
+    bars = []
+    for index, (label, value, css) in enumerate(rows):
+        size = max(width * value / scale, 2.0)
+        bars.append(Bar(label, value, (width - size) / 2, index * row, size, css))
+    return bars
+
+
+def render_html(funnel: Funnel) -> str:
+    """One self-contained page: inline CSS and SVG, no script, no external resource."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    bars = funnel_bars(funnel)
+    return env.get_template("report.html.j2").render(
+        funnel=funnel, metrics=METRICS, bars=bars, chart_height=len(bars) * 44
+    )

@@ -1,0 +1,131 @@
+"""Rate limits from `schedules.yaml`: measured on a real SMTP server, held across runs and
+across processes sharing the database."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from datetime import timedelta
+
+import pytest
+
+from campaign.catcher import Catcher, CatchHandler
+from campaign.ratelimit import MAX_WAIT, RateLimiter
+from campaign.schedule import RateLimit
+from tests.fault_smtp import FaultServer
+from tests.reliability_support import PYTHON, REPO, Rig, cli_env, set_yaml_block
+
+
+def rig_with(schedule_copy, tmp_path, limits: str) -> Rig:
+    set_yaml_block(schedule_copy.path, "rate_limit", limits)
+    return Rig(schedule_copy.path, tmp_path / "campaign.db")
+
+
+def test_per_second_limit_is_the_rate_really_sent_at(schedule_copy, tmp_path) -> None:
+    rig = rig_with(schedule_copy, tmp_path, "  per_second: 20")
+    emails = [f"lead{n:02d}@example.com" for n in range(40)]
+    rig.add(*emails)
+    arrivals: list[float] = []
+    handler = CatchHandler(on_message=lambda _: arrivals.append(time.monotonic()))
+    with Catcher(handler) as catcher:
+        started = time.monotonic()
+        # Two runs, like two scheduler ticks: the pacing carries over from one to the next.
+        first = rig.run(catcher.port, max_messages=15)
+        second = rig.run(catcher.port)
+        elapsed = time.monotonic() - started
+        assert (first.sent, second.sent) == (15, 25)
+        assert sorted(m.recipients[0] for m in catcher.messages) == emails
+    assert elapsed >= 1.9, f"40 messages at 20/s took only {elapsed:.2f} s"
+    assert elapsed < 6, f"40 messages at 20/s took {elapsed:.2f} s: far slower than the limit"
+    # No one-second window holds more than 20 messages (plus one for timer granularity).
+    for index, start in enumerate(arrivals):
+        in_window = [t for t in arrivals[index:] if t - start < 1.0]
+        assert len(in_window) <= 21, f"{len(in_window)} messages within one second"
+
+
+def test_per_second_pacing_sleeps_only_through_the_injected_function(tmp_path) -> None:
+    clock = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        clock[0] += seconds
+
+    limiter = RateLimiter(store=None, sleep=sleep, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    limits = RateLimit(per_second=4)
+    for _ in range(9):
+        assert limiter.acquire(limits, now=None) is None  # type: ignore[arg-type]
+    assert slept == [pytest.approx(0.25)] * 8
+    clock[0] += 10  # a quiet spell does not bank a burst
+    assert limiter.acquire(limits, now=None) is None  # type: ignore[arg-type]
+    assert limiter.acquire(limits, now=None) is None  # type: ignore[arg-type]
+    assert slept[-1] == pytest.approx(0.25) and len(slept) == 9
+    # A limit slower than MAX_WAIT pauses the run rather than blocking it.
+    slow = RateLimit(per_second=1 / (MAX_WAIT * 4))
+    assert limiter.acquire(slow, now=None) is None  # type: ignore[arg-type]
+    reason = limiter.acquire(slow, now=None)  # type: ignore[arg-type]
+    assert reason and "per_second" in reason
+    assert max(slept) <= MAX_WAIT
+
+
+def test_per_hour_budget_pauses_the_run_and_the_rest_goes_out_later(
+    schedule_copy, tmp_path
+) -> None:
+    rig = rig_with(schedule_copy, tmp_path, "  per_hour: 5")
+    emails = [f"lead{n:02d}@example.com" for n in range(12)]
+    rig.add(*emails)
+    with FaultServer() as server:
+        report = rig.run(server.port)
+        assert report.sent == 5 and report.stopped is None, report
+        assert report.paused and "per_hour" in report.paused, report
+        waiting = [e for e in emails if rig.row(e)["status"] == "pending"]
+        assert len(waiting) == 7
+        assert all(rig.row(e)["attempts"] == 0 for e in waiting), "nothing is claimed"
+        rig.advance(timedelta(minutes=30))
+        assert rig.run(server.port).sent == 0, "the budget is an hour wide"
+        rig.advance(timedelta(minutes=31))
+        assert rig.run(server.port).sent == 5
+        rig.advance(timedelta(minutes=61))
+        last = rig.run(server.port)
+        assert last.sent == 2 and last.paused is None, last
+        assert sorted(m.recipients[0] for m in server.messages) == emails
+
+
+def test_budget_is_shared_with_another_process_on_the_same_database(
+    schedule_copy, tmp_path
+) -> None:
+    rig = rig_with(schedule_copy, tmp_path, "  per_minute: 6")
+    emails = [f"lead{n:02d}@example.com" for n in range(10)]
+    rig.add(*emails)
+    with FaultServer() as server:
+        assert rig.run(server.port, max_messages=4).sent == 4
+        result = subprocess.run(
+            [
+                PYTHON,
+                "run.py",
+                "--schedule",
+                str(rig.schedule_path),
+                "--db",
+                rig.url,
+                "send-due",
+                "--now",
+                rig.now.isoformat(),
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(CAMPAIGN_SMTP_PORT=str(server.port)),
+        )
+        assert result.returncode == 0, (result.stdout, result.stderr)
+        assert "sent 2," in result.stdout, result.stdout
+        assert "per_minute" in result.stdout, result.stdout
+        assert len(server.messages) == 6
+
+
+def test_connection_is_renewed_every_per_connection_messages(schedule_copy, tmp_path) -> None:
+    rig = rig_with(schedule_copy, tmp_path, "  per_connection: 3")
+    rig.add(*(f"lead{n}@example.com" for n in range(7)))
+    with FaultServer() as server:
+        assert rig.run(server.port).sent == 7
+        assert server.handler.commands.count("EHLO") == 3  # 3 + 3 + 1
