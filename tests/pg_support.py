@@ -24,6 +24,10 @@ import psycopg
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
 STOP_TIMEOUT = 30
 SERVER_USER = "postgres"
+# Throwaway data: nothing is flushed to disk. Benchmarks turn `synchronous_commit` back on
+# so that a commit at least reaches the OS, as SQLite's `synchronous=NORMAL` does.
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                 "max_connections": "200"}
 
 
 def find_bindir() -> Path | None:
@@ -65,6 +69,7 @@ class PgCluster:
     root: Path
     port: int
     user: pwd.struct_passwd | None
+    settings: dict[str, str]
 
     @property
     def data(self) -> Path:
@@ -78,12 +83,13 @@ class PgCluster:
                               check=False)
 
     @classmethod
-    def start(cls, bindir: Path) -> PgCluster:
+    def start(cls, bindir: Path, **settings: str) -> PgCluster:
+        """initdb and start a server; `settings` override `FAST_SETTINGS` (postgresql.conf)."""
         root = Path(tempfile.mkdtemp(prefix="campaign-pg-"))
         user = _server_user()
         if user is not None:
             os.chown(root, user.pw_uid, user.pw_gid)
-        cluster = cls(bindir, root, _free_port(), user)
+        cluster = cls(bindir, root, _free_port(), user, {**FAST_SETTINGS, **settings})
         try:
             cluster._init_and_start()
         except BaseException:
@@ -96,9 +102,9 @@ class PgCluster:
                          "--encoding=UTF8", "--locale=C", "--no-sync", timeout=120)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        options = (f"-p {self.port} -c listen_addresses=127.0.0.1 "
-                   f"-c unix_socket_directories={self.root} -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        options = " ".join([f"-p {self.port} -c listen_addresses=127.0.0.1",
+                            f"-c unix_socket_directories={self.root}",
+                            *(f"-c {name}={value}" for name, value in self.settings.items())])
         done = self._run("pg_ctl", "start", "-D", str(self.data), "-l",
                          str(self.root / "server.log"), "-w", "-t", str(START_TIMEOUT),
                          "-o", options, timeout=START_TIMEOUT + 10)

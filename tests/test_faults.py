@@ -8,7 +8,9 @@ what was logged. The clock is moved past each retry time by hand; nothing sleeps
 from __future__ import annotations
 
 import logging
+import random
 import subprocess
+from contextlib import nullcontext
 from datetime import timedelta
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from campaign.catcher import free_port
 from campaign.dispatch import backoff
 from campaign.planner import in_window, lead_zone
+from campaign.schedule import Retry
 from tests.fault_smtp import Fault, FaultServer
 from tests.reliability_support import PYTHON, REPO, T0, Rig, cli_env, set_yaml_block
 
@@ -98,7 +101,7 @@ def test_transient_failure_is_retried_with_backoff_then_failed(rig: Rig, case: s
     rig.add(email)
     server = serve(faults, greeting, auth)
     port = free_port() if case == "server-down" else server.port
-    with server if case != "server-down" else _nothing():
+    with server if case != "server-down" else nullcontext():
         for attempt in range(1, ATTEMPTS + 1):
             rig.run(port)
             row = rig.row(email)
@@ -120,14 +123,6 @@ def test_transient_failure_is_retried_with_backoff_then_failed(rig: Rig, case: s
     assert following["status"] == "pending" and following["attempts"] == 0
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def test_transient_failures_then_success_sends_exactly_once(rig: Rig) -> None:
     email = "ben@example.com"
     rig.add(email)
@@ -142,17 +137,13 @@ def test_transient_failures_then_success_sends_exactly_once(rig: Rig) -> None:
     assert rig.row(email, "pain-types")["status"] == "pending"
 
 
-def test_backoff_is_jittered_and_capped() -> None:
-    import random
-
-    from campaign.schedule import Retry
-
-    class Sched:
-        retry = Retry(attempts=10, first_delay=FIRST, max_delay=CAP)
-
+def test_backoff_is_jittered_and_capped(rig: Rig) -> None:
+    schedule = rig.schedule.model_copy(
+        update={"retry": Retry(attempts=10, first_delay=FIRST, max_delay=CAP)}
+    )
     rng = random.Random(7)
     for attempt in range(1, 10):
-        delays = {backoff(attempt, Sched, rng) for _ in range(50)}  # type: ignore[arg-type]
+        delays = {backoff(attempt, schedule, rng) for _ in range(50)}
         base = expected_delay(attempt)
         assert all(base * 0.8 <= d <= min(base * 1.2, CAP) for d in delays), attempt
         assert len(delays) > 40, f"attempt {attempt}: retries would align: {sorted(delays)[:3]}"

@@ -567,3 +567,18 @@ def test_run_py_web_serves_signups_over_http(tmp_path: Path) -> None:
         assert due is not None
         assert campaign.send_due(due).sent == 1
         assert campaign.received() == [("web@example.com", "How acupuncture eases back pain")]
+
+
+def test_access_log_keeps_only_the_start_of_a_token():
+    import logging
+
+    from campaign.web import RedactTokens
+
+    token = "eyJhbGciOi.very-long-signed-token-body"
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
+                               '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5000", "POST", f"/u/{token}", "1.1", 200), None)
+    RedactTokens().filter(record)
+    line = record.getMessage()
+    assert token not in line
+    assert "/u/eyJhbG…" in line
