@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import jinja2
-
 from .links import LinkSigner
+from .pages import PAGES
 from .render import LeadView, RenderedEmail, Renderer
 
 SAMPLE_LEAD = LeadView(email="alex@example.com", first_name="Alex")
@@ -23,14 +22,6 @@ class PreviewStep:
     subject: str
     preheader: str
     email: RenderedEmail
-
-
-def _pages() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def preview_steps(
@@ -69,7 +60,7 @@ def write_preview(renderer: Renderer, out: Path, lead: LeadView, signer: LinkSig
             written.append(path)
     schedule = renderer.schedule
     index = (
-        _pages()
+        PAGES
         .get_template("preview_index.html.j2")
         .render(
             campaign=schedule.campaign,

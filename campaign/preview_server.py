@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import jinja2
 import uvicorn
 from sqlalchemy import select
 from starlette.applications import Starlette
@@ -25,6 +24,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from .links import LinkSigner
+from .pages import PAGES
 from .preview import SAMPLE_LEAD, PreviewStep, preview_steps
 from .render import LeadView, Renderer, TemplateProblem, templates_digest
 from .schedule import ScheduleError, load_schedule
@@ -66,14 +66,6 @@ class PickerLead:
     key: str
     label: str
     view: LeadView
-
-
-def _pages() -> jinja2.Environment:
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
 
 
 def template_problem(exc: TemplateProblem, templates: str) -> Problem:
@@ -168,7 +160,7 @@ class LivePreview:
 
 
 def create_app(preview: LivePreview) -> Starlette:
-    pages = _pages()
+    pages = PAGES
 
     def index(request: Request) -> Response:
         chosen = preview.lead(request.query_params.get("lead"))

@@ -12,14 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
-import jinja2
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy import and_, func, select
 
+from .pages import PAGES
 from .reporting import campaign_status
 from .schedule import Schedule
 from .store import Store, conversions, deliveries, enrollments, from_db, leads
@@ -208,12 +207,7 @@ def funnel_bars(funnel: Funnel, width: float = 560, row: float = 44) -> list[Bar
 
 def render_html(funnel: Funnel) -> str:
     """One self-contained page: inline CSS and SVG, no script, no external resource."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
     bars = funnel_bars(funnel)
-    return env.get_template("report.html.j2").render(
+    return PAGES.get_template("report.html.j2").render(
         funnel=funnel, metrics=METRICS, bars=bars, chart_height=len(bars) * 44
     )

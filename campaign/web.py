@@ -21,11 +21,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from email.policy import SMTPUTF8
 from email.utils import parseaddr
-from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import jinja2
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -43,6 +41,7 @@ from .leads import (
     parse_lead,
 )
 from .links import ClickToken, InvalidToken, LeadToken, LinkSigner
+from .pages import PAGES
 from .render import LeadView, Renderer, TemplateProblem
 from .schedule import Schedule, ScheduleError, Step
 from .settings import SmtpSettings
@@ -64,11 +63,6 @@ PAGE_HEADERS = {
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
     ),
 }
-_PAGES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "pages"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-)
 
 
 class ApiError(Exception):
@@ -97,7 +91,7 @@ def page(
     fields: Mapping[str, str] | None = None,
 ) -> HTMLResponse:
     """A small page, optionally with one button that POSTs `fields` to `action`."""
-    body = _PAGES.get_template("web_page.html.j2").render(
+    body = PAGES.get_template("web_page.html.j2").render(
         title=title, message=message, action=action, button=button, fields=fields or {}
     )
     return HTMLResponse(body, status, headers=PAGE_HEADERS)

@@ -1,0 +1,287 @@
+"""The benchmark's workloads, each run in a child process of its own.
+
+`python bench/tasks.py TASK '{json arguments}'` runs one task and prints one JSON line.
+A fresh process per measurement keeps runs from polluting each other: peak memory is the
+child's own `ru_maxrss`, CPU is the child's own user + system time, and no cache (premailer,
+SQLAlchemy, the renderer) carries over from one measurement to the next.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import smtplib
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from sqlalchemy import text  # noqa: E402
+
+from campaign.leads import import_csv  # noqa: E402
+from campaign.links import LinkSigner  # noqa: E402
+from campaign.planner import plan_fingerprint, plan_key  # noqa: E402
+from campaign.render import LeadView, Renderer  # noqa: E402
+from campaign.runner import Engine  # noqa: E402
+from campaign.schedule import load_schedule  # noqa: E402
+from campaign.settings import SmtpSettings  # noqa: E402
+from campaign.store import DUE, NewLead, PlannedDelivery, Store  # noqa: E402
+
+T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # every benchmark lead signed up (and is due) now
+SIGNER = LinkSigner("https://clinic.example.com", "benchmark-only-link-signing-key-0123")
+SEED_BATCH = 5000
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+# -- seeding -------------------------------------------------------------------------------
+
+
+def seed(db: str, schedule: str, leads: int) -> dict[str, Any]:
+    """`leads` leads enrolled at T0 with step one due at T0 (bulk, through Store.add_leads)."""
+    loaded = load_schedule(Path(schedule))
+    campaign, first = loaded.schedule.campaign.id, loaded.schedule.steps[0].id
+    store = Store.open(db)
+    store.init_meta(plan_key(loaded.schedule), plan_fingerprint(loaded.schedule))
+    started = time.perf_counter()
+    for start in range(0, leads, SEED_BATCH):
+        store.add_leads([NewLead(f"lead{n:07d}@example.com", f"Lead{n}", None, {},
+                                 PlannedDelivery(first, T0))
+                         for n in range(start, min(start + SEED_BATCH, leads))], campaign, T0)
+    store.close()
+    return {"seconds": time.perf_counter() - started}
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+def _backend_cpu(store: Store) -> float:
+    """CPU seconds used by this process's PostgreSQL backends (same machine, /proc)."""
+    with store.engine.connect() as conn:
+        pids = conn.execute(text("SELECT pid FROM pg_stat_activity "
+                                 "WHERE datname = current_database()")).scalars().all()
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def send(db: str, schedule: str, port: int, connections: int) -> dict[str, Any]:
+    """Everything due, through the real Engine (dispatcher, renderer, store, SMTP)."""
+    store = Store.open(db)
+    engine = Engine(Path(schedule), store, SmtpSettings(port=port, connections=connections),
+                    SIGNER, clock=lambda: T0, worker=f"bench:{os.getpid()}")
+    engine.renderer()  # compiling the steps is paid once per schedule version, not per run
+    backend_before = 0.0 if store.is_sqlite else _backend_cpu(store)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    report = engine.send_due()
+    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    backend = 0.0 if store.is_sqlite else _backend_cpu(store) - backend_before
+    store.close()
+    if not report.ok:
+        raise RuntimeError(report.stopped)
+    return {"sent": report.sent, "failed": report.failed, "seconds": wall, "cpu": cpu,
+            "db_cpu": backend, "peak_mb": peak_rss_mb()}
+
+
+def _sample_message(schedule: str) -> tuple[Renderer, bytes]:
+    renderer = Renderer(load_schedule(Path(schedule)))
+    step = renderer.schedule.steps[0].id
+    email = renderer.render(step, LeadView("lead0000000@example.com", "Lead0"),
+                            SIGNER.links(1, renderer.schedule.campaign.id, step), now=T0)
+    return renderer, email.message.data
+
+
+def _in_threads(connections: int, count: int, work: Callable[[int], None]) -> None:
+    shares = [count // connections + (n < count % connections) for n in range(connections)]
+    threads = [threading.Thread(target=work, args=(share,)) for share in shares]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def raw(schedule: str, port: int, connections: int, count: int) -> dict[str, Any]:
+    """The limit: one pre-built message, sent `count` times over reused connections."""
+    renderer, data = _sample_message(schedule)
+    per_connection = renderer.schedule.rate_limit.per_connection
+
+    def work(share: int) -> None:
+        smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=30)
+        for n in range(share):
+            if n and n % per_connection == 0:
+                smtp.quit()
+                smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=30)
+            smtp.sendmail("care@example.com", [f"lead{n:07d}@example.com"], data)
+        smtp.quit()
+
+    cpu, started = cpu_seconds(), time.perf_counter()
+    _in_threads(connections, count, work)
+    return {"sent": count, "seconds": time.perf_counter() - started,
+            "cpu": cpu_seconds() - cpu, "peak_mb": peak_rss_mb(), "bytes": len(data)}
+
+
+def naive(schedule: str, port: int, count: int) -> dict[str, Any]:
+    """What a straightforward implementation does for every single email."""
+    import logging
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+    from email.policy import SMTP
+    from email.utils import format_datetime, make_msgid
+
+    import html2text
+    import jinja2
+    from premailer import Premailer
+
+    logging.getLogger("cssutils").setLevel(logging.CRITICAL)
+    loaded = load_schedule(Path(schedule))
+    sched, step = loaded.schedule, loaded.schedule.steps[0]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(loaded.templates_dir),
+                             autoescape=True)
+    template = env.get_template(step.template)
+    cpu, started = cpu_seconds(), time.perf_counter()
+    for n in range(count):
+        email = f"lead{n:07d}@example.com"
+        html = template.render(
+            lead={"first_name": f"Lead{n}", "email": email},
+            links={"booking": str(sched.booking_url), "unsubscribe": SIGNER.unsubscribe_url(
+                n, sched.campaign.id)},
+            clinic=sched.clinic.model_dump(), campaign=sched.campaign.model_dump(),
+            step={"id": step.id, "subject": step.subject, "preheader": step.preheader,
+                  "number": 1, "total": len(sched.steps)})
+        html = Premailer(html, keep_style_tags=False, disable_validation=True,
+                         allow_network=False, cssutils_logging_level=logging.CRITICAL
+                         ).transform()
+        message = EmailMessage(policy=SMTP)
+        message["From"] = sched.sender.from_
+        message["To"] = Address(display_name=f"Lead{n}", addr_spec=email)
+        message["Subject"] = step.subject
+        message["Date"] = format_datetime(T0)
+        message["Message-ID"] = make_msgid(domain="example.com")
+        message.set_content(html2text.html2text(html))
+        message.add_alternative(html, subtype="html")
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=30) as smtp:
+            smtp.send_message(message)
+    return {"sent": count, "seconds": time.perf_counter() - started,
+            "cpu": cpu_seconds() - cpu, "peak_mb": peak_rss_mb()}
+
+
+# -- a million leads -----------------------------------------------------------------------
+
+# (table, SQLite source, PostgreSQL source) over n = 1..:leads. Half of each lead's life is
+# behind it (step one sent over the last 30 days), its next step is pending over the next
+# 30 days, so about 1 in 3000 is due at T0.
+_SEQUENCE = {
+    "sqlite": ("WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq "
+               "WHERE n < :leads) "),
+    "postgresql": "",
+}
+_FROM = {"sqlite": "FROM seq", "postgresql": "FROM generate_series(1, :leads) AS seq(n)"}
+_MINUTES = {
+    "sqlite": "strftime('%Y-%m-%d %H:%M:%S', :t0, ({m}) || ' minutes') || '.000000'",
+    "postgresql": "CAST(:t0 AS timestamp) + ({m}) * interval '1 minute'",
+}
+_ROWS = (
+    ("leads (id, email, first_name, attributes, status, created_at)",
+     "n, 'lead' || n || '@example.com', 'Lead', '{{}}', 'active', {t}", "-43200 - n % 1000"),
+    ("enrollments (lead_id, campaign_id, enrolled_at, state)",
+     "n, :campaign, {t}, 'active'", "-43200 - n % 1000"),
+    ("deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, sent_at, "
+     "updated_at)", "n, :campaign, :first, {t}, 'sent', 1, {t}, {t}", "-(n * 7919 % 43200)"),
+    ("deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, updated_at)",
+     "n, :campaign, :second, {t}, 'pending', 0, {t}", "n * 7919 % 43200 - 15"),
+)
+
+
+def _timed(run: Callable[[], object], times: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1]
+
+
+def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any]:
+    """Generate `leads` enrolled leads in SQL, then time the queries each message runs."""
+    loaded = load_schedule(Path(schedule))
+    sched = loaded.schedule
+    store = Store.open(db)
+    kind = "sqlite" if store.is_sqlite else "postgresql"
+    params = {"leads": leads, "t0": T0.replace(tzinfo=None), "campaign": sched.campaign.id,
+              "first": sched.steps[0].id, "second": sched.steps[1].id}
+    started = time.perf_counter()
+    with store.engine.begin() as conn:
+        for table, values, minutes in _ROWS:
+            source = values.format(t=_MINUTES[kind].format(m=minutes))
+            conn.execute(text(f"{_SEQUENCE[kind]}INSERT INTO {table} SELECT {source} "
+                              f"{_FROM[kind]}"), params)
+        if kind == "postgresql":
+            conn.execute(text("SELECT setval('leads_id_seq', :leads)"), params)
+    with store.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
+    generated = time.perf_counter() - started
+    due = {"campaign": sched.campaign.id, "claim_now": T0.replace(tzinfo=None)}
+
+    def select_due() -> None:
+        with store.engine.connect() as conn:
+            assert conn.execute(DUE, due).first() is not None
+
+    def claim() -> None:
+        assert store.claim_next(sched.campaign.id, T0, "bench") is not None
+
+    results = {"generate_s": generated, "rows": leads * 3}
+    for name, run in (("select", select_due), ("claim", claim),
+                      ("next_due", lambda: store.next_due_at(sched.campaign.id)),
+                      ("sent_last_hour", lambda: store.sent_since(T0 - timedelta(hours=1)))):
+        run()  # warm: connection, statement cache
+        results[name] = _timed(run, samples)
+    with store.engine.connect() as conn:
+        results["due_now"] = conn.execute(text(
+            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND due_at <= :t"),
+            {"t": T0.replace(tzinfo=None)}).scalar()
+    store.close()
+    return results
+
+
+# -- CSV import ----------------------------------------------------------------------------
+
+
+def import_file(db: str, schedule: str, path: str) -> dict[str, Any]:
+    loaded = load_schedule(Path(schedule))
+    store = Store.open(db)
+    started = time.perf_counter()
+    report = import_csv(store, loaded.schedule, Path(path), T0)
+    seconds = time.perf_counter() - started
+    store.close()
+    return {"imported": report.imported, "rejected": len(report.rejected),
+            "seconds": seconds, "peak_mb": peak_rss_mb()}
+
+
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {
+    "seed": seed, "send": send, "raw": raw, "naive": naive, "due_query": due_query,
+    "import": import_file,
+}
+
+if __name__ == "__main__":
+    print(json.dumps(TASKS[sys.argv[1]](**json.loads(sys.argv[2]))), flush=True)
