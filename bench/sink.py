@@ -43,8 +43,9 @@ def serve() -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     handler = _CountingHandler()
-    controller = Controller(handler, hostname="127.0.0.1", port=port,
-                            ready_timeout=READY_TIMEOUT, enable_SMTPUTF8=True)
+    controller = Controller(
+        handler, hostname="127.0.0.1", port=port, ready_timeout=READY_TIMEOUT, enable_SMTPUTF8=True
+    )
     controller.start()
     print(port, flush=True)
     try:
@@ -61,8 +62,9 @@ class Sink:
     """An SMTP server on 127.0.0.1:`port` in a child process that counts what it accepts."""
 
     def __init__(self) -> None:
-        self._process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.port = 0
 
     def _ask(self, command: str) -> str:
@@ -91,8 +93,9 @@ class Sink:
         self.port = int(line)
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         assert self._process.stdin is not None
         self._process.stdin.close()
         try:

@@ -60,9 +60,16 @@ def seed(db: str, schedule: str, leads: int) -> dict[str, Any]:
     store.init_meta(plan_key(loaded.schedule), plan_fingerprint(loaded.schedule))
     started = time.perf_counter()
     for start in range(0, leads, SEED_BATCH):
-        store.add_leads([NewLead(f"lead{n:07d}@example.com", f"Lead{n}", None, {},
-                                 PlannedDelivery(first, T0))
-                         for n in range(start, min(start + SEED_BATCH, leads))], campaign, T0)
+        store.add_leads(
+            [
+                NewLead(
+                    f"lead{n:07d}@example.com", f"Lead{n}", None, {}, PlannedDelivery(first, T0)
+                )
+                for n in range(start, min(start + SEED_BATCH, leads))
+            ],
+            campaign,
+            T0,
+        )
     store.close()
     return {"seconds": time.perf_counter() - started}
 
@@ -71,10 +78,17 @@ def seed(db: str, schedule: str, leads: int) -> dict[str, Any]:
 
 
 def _backend_cpu(store: Store) -> float:
-    """CPU seconds used by this process's PostgreSQL backends (same machine, /proc)."""
+    """CPU seconds used by this process's PostgreSQL backends (same machine, /proc); they
+    are told apart from other workers' by the application name psycopg sends (PGAPPNAME)."""
     with store.engine.connect() as conn:
-        pids = conn.execute(text("SELECT pid FROM pg_stat_activity "
-                                 "WHERE datname = current_database()")).scalars().all()
+        pids = (
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+                {"name": os.environ["PGAPPNAME"]},
+            )
+            .scalars()
+            .all()
+        )
     ticks = 0
     for pid in pids:
         try:
@@ -87,27 +101,46 @@ def _backend_cpu(store: Store) -> float:
 
 def send(db: str, schedule: str, port: int, connections: int) -> dict[str, Any]:
     """Everything due, through the real Engine (dispatcher, renderer, store, SMTP)."""
+    os.environ["PGAPPNAME"] = f"bench-{os.getpid()}"
     store = Store.open(db)
-    engine = Engine(Path(schedule), store, SmtpSettings(port=port, connections=connections),
-                    SIGNER, clock=lambda: T0, worker=f"bench:{os.getpid()}")
+    engine = Engine(
+        Path(schedule),
+        store,
+        SmtpSettings(port=port, connections=connections),
+        SIGNER,
+        clock=lambda: T0,
+        worker=f"bench:{os.getpid()}",
+    )
     engine.renderer()  # compiling the steps is paid once per schedule version, not per run
     backend_before = 0.0 if store.is_sqlite else _backend_cpu(store)
-    cpu, started = cpu_seconds(), time.perf_counter()
+    cpu, started, start = cpu_seconds(), time.perf_counter(), time.time()
     report = engine.send_due()
-    wall, cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    wall, cpu, end = time.perf_counter() - started, cpu_seconds() - cpu, time.time()
     backend = 0.0 if store.is_sqlite else _backend_cpu(store) - backend_before
     store.close()
     if not report.ok:
         raise RuntimeError(report.stopped)
-    return {"sent": report.sent, "failed": report.failed, "seconds": wall, "cpu": cpu,
-            "db_cpu": backend, "peak_mb": peak_rss_mb()}
+    return {
+        "sent": report.sent,
+        "failed": report.failed,
+        "seconds": wall,
+        "start": start,
+        "end": end,
+        "cpu": cpu,
+        "db_cpu": backend,
+        "peak_mb": peak_rss_mb(),
+    }
 
 
 def _sample_message(schedule: str) -> tuple[Renderer, bytes]:
     renderer = Renderer(load_schedule(Path(schedule)))
     step = renderer.schedule.steps[0].id
-    email = renderer.render(step, LeadView("lead0000000@example.com", "Lead0"),
-                            SIGNER.links(1, renderer.schedule.campaign.id, step), now=T0)
+    email = renderer.render(
+        step,
+        LeadView("lead0000000@example.com", "Lead0"),
+        SIGNER.links(1, renderer.schedule.campaign.id, step),
+        now=T0,
+    )
     return renderer, email.message.data
 
 
@@ -136,8 +169,13 @@ def raw(schedule: str, port: int, connections: int, count: int) -> dict[str, Any
 
     cpu, started = cpu_seconds(), time.perf_counter()
     _in_threads(connections, count, work)
-    return {"sent": count, "seconds": time.perf_counter() - started,
-            "cpu": cpu_seconds() - cpu, "peak_mb": peak_rss_mb(), "bytes": len(data)}
+    return {
+        "sent": count,
+        "seconds": time.perf_counter() - started,
+        "cpu": cpu_seconds() - cpu,
+        "peak_mb": peak_rss_mb(),
+        "bytes": len(data),
+    }
 
 
 def naive(schedule: str, port: int, count: int) -> dict[str, Any]:
@@ -155,22 +193,34 @@ def naive(schedule: str, port: int, count: int) -> dict[str, Any]:
     logging.getLogger("cssutils").setLevel(logging.CRITICAL)
     loaded = load_schedule(Path(schedule))
     sched, step = loaded.schedule, loaded.schedule.steps[0]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(loaded.templates_dir),
-                             autoescape=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(loaded.templates_dir), autoescape=True)
     template = env.get_template(step.template)
     cpu, started = cpu_seconds(), time.perf_counter()
     for n in range(count):
         email = f"lead{n:07d}@example.com"
         html = template.render(
             lead={"first_name": f"Lead{n}", "email": email},
-            links={"booking": str(sched.booking_url), "unsubscribe": SIGNER.unsubscribe_url(
-                n, sched.campaign.id)},
-            clinic=sched.clinic.model_dump(), campaign=sched.campaign.model_dump(),
-            step={"id": step.id, "subject": step.subject, "preheader": step.preheader,
-                  "number": 1, "total": len(sched.steps)})
-        html = Premailer(html, keep_style_tags=False, disable_validation=True,
-                         allow_network=False, cssutils_logging_level=logging.CRITICAL
-                         ).transform()
+            links={
+                "booking": str(sched.booking_url),
+                "unsubscribe": SIGNER.unsubscribe_url(n, sched.campaign.id),
+            },
+            clinic=sched.clinic.model_dump(),
+            campaign=sched.campaign.model_dump(),
+            step={
+                "id": step.id,
+                "subject": step.subject,
+                "preheader": step.preheader,
+                "number": 1,
+                "total": len(sched.steps),
+            },
+        )
+        html = Premailer(
+            html,
+            keep_style_tags=False,
+            disable_validation=True,
+            allow_network=False,
+            cssutils_logging_level=logging.CRITICAL,
+        ).transform()
         message = EmailMessage(policy=SMTP)
         message["From"] = sched.sender.from_
         message["To"] = Address(display_name=f"Lead{n}", addr_spec=email)
@@ -181,34 +231,54 @@ def naive(schedule: str, port: int, count: int) -> dict[str, Any]:
         message.add_alternative(html, subtype="html")
         with smtplib.SMTP("127.0.0.1", port, local_hostname="localhost", timeout=30) as smtp:
             smtp.send_message(message)
-    return {"sent": count, "seconds": time.perf_counter() - started,
-            "cpu": cpu_seconds() - cpu, "peak_mb": peak_rss_mb()}
+    return {
+        "sent": count,
+        "seconds": time.perf_counter() - started,
+        "cpu": cpu_seconds() - cpu,
+        "peak_mb": peak_rss_mb(),
+    }
 
 
 # -- a million leads -----------------------------------------------------------------------
 
-# (table, SQLite source, PostgreSQL source) over n = 1..:leads. Half of each lead's life is
-# behind it (step one sent over the last 30 days), its next step is pending over the next
-# 30 days, so about 1 in 3000 is due at T0.
+# (table, values, minutes from T0) for n = 1..:leads: each lead's step one was sent some time
+# in the last 30 days and its step two is pending over the next 30, the first `:due` minutes
+# of which are already due at T0 (about a thousand deliveries).
 _SEQUENCE = {
-    "sqlite": ("WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq "
-               "WHERE n < :leads) "),
+    "sqlite": (
+        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < :leads) "
+    ),
     "postgresql": "",
 }
-_FROM = {"sqlite": "FROM seq", "postgresql": "FROM generate_series(1, :leads) AS seq(n)"}
+_FROM = {
+    "sqlite": "FROM seq",
+    "postgresql": "FROM generate_series(CAST(1 AS bigint), :leads) AS seq(n)",
+}
 _MINUTES = {
     "sqlite": "strftime('%Y-%m-%d %H:%M:%S', :t0, ({m}) || ' minutes') || '.000000'",
     "postgresql": "CAST(:t0 AS timestamp) + ({m}) * interval '1 minute'",
 }
 _ROWS = (
-    ("leads (id, email, first_name, attributes, status, created_at)",
-     "n, 'lead' || n || '@example.com', 'Lead', '{{}}', 'active', {t}", "-43200 - n % 1000"),
-    ("enrollments (lead_id, campaign_id, enrolled_at, state)",
-     "n, :campaign, {t}, 'active'", "-43200 - n % 1000"),
-    ("deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, sent_at, "
-     "updated_at)", "n, :campaign, :first, {t}, 'sent', 1, {t}, {t}", "-(n * 7919 % 43200)"),
-    ("deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, updated_at)",
-     "n, :campaign, :second, {t}, 'pending', 0, {t}", "n * 7919 % 43200 - 15"),
+    (
+        "leads (id, email, first_name, attributes, status, created_at)",
+        "n, 'lead' || n || '@example.com', 'Lead', '{{}}', 'active', {t}",
+        "-43200 - n % 1000",
+    ),
+    (
+        "enrollments (lead_id, campaign_id, enrolled_at, state)",
+        "n, :campaign, {t}, 'active'",
+        "-43200 - n % 1000",
+    ),
+    (
+        "deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, sent_at, updated_at)",
+        "n, :campaign, :first, {t}, 'sent', 1, {t}, {t}",
+        "-(n * 7919 % 43200)",
+    ),
+    (
+        "deliveries (lead_id, campaign_id, step_id, due_at, status, attempts, updated_at)",
+        "n, :campaign, :second, {t}, 'pending', 0, {t}",
+        "n * 7919 % 43200 - :due",
+    ),
 )
 
 
@@ -228,14 +298,21 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
     sched = loaded.schedule
     store = Store.open(db)
     kind = "sqlite" if store.is_sqlite else "postgresql"
-    params = {"leads": leads, "t0": T0.replace(tzinfo=None), "campaign": sched.campaign.id,
-              "first": sched.steps[0].id, "second": sched.steps[1].id}
+    params = {
+        "leads": leads,
+        "t0": T0.replace(tzinfo=None),
+        "campaign": sched.campaign.id,
+        "first": sched.steps[0].id,
+        "second": sched.steps[1].id,
+        "due": -(-43200 * max(1000, 3 * samples) // leads),
+    }
     started = time.perf_counter()
     with store.engine.begin() as conn:
         for table, values, minutes in _ROWS:
             source = values.format(t=_MINUTES[kind].format(m=minutes))
-            conn.execute(text(f"{_SEQUENCE[kind]}INSERT INTO {table} SELECT {source} "
-                              f"{_FROM[kind]}"), params)
+            conn.execute(
+                text(f"{_SEQUENCE[kind]}INSERT INTO {table} SELECT {source} {_FROM[kind]}"), params
+            )
         if kind == "postgresql":
             conn.execute(text("SELECT setval('leads_id_seq', :leads)"), params)
     with store.engine.connect() as conn:
@@ -250,16 +327,20 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
     def claim() -> None:
         assert store.claim_next(sched.campaign.id, T0, "bench") is not None
 
-    results = {"generate_s": generated, "rows": leads * 3}
-    for name, run in (("select", select_due), ("claim", claim),
-                      ("next_due", lambda: store.next_due_at(sched.campaign.id)),
-                      ("sent_last_hour", lambda: store.sent_since(T0 - timedelta(hours=1)))):
+    results = {"generate_s": generated, "rows": leads * 4}
+    for name, run in (
+        ("select", select_due),
+        ("claim", claim),
+        ("next_due", lambda: store.next_due_at(sched.campaign.id)),
+        ("sent_last_hour", lambda: store.sent_since(T0 - timedelta(hours=1))),
+    ):
         run()  # warm: connection, statement cache
         results[name] = _timed(run, samples)
     with store.engine.connect() as conn:
-        results["due_now"] = conn.execute(text(
-            "SELECT count(*) FROM deliveries WHERE status = 'pending' AND due_at <= :t"),
-            {"t": T0.replace(tzinfo=None)}).scalar()
+        results["due_now"] = conn.execute(
+            text("SELECT count(*) FROM deliveries WHERE status = 'pending' AND due_at <= :t"),
+            {"t": T0.replace(tzinfo=None)},
+        ).scalar()
     store.close()
     return results
 
@@ -274,12 +355,20 @@ def import_file(db: str, schedule: str, path: str) -> dict[str, Any]:
     report = import_csv(store, loaded.schedule, Path(path), T0)
     seconds = time.perf_counter() - started
     store.close()
-    return {"imported": report.imported, "rejected": len(report.rejected),
-            "seconds": seconds, "peak_mb": peak_rss_mb()}
+    return {
+        "imported": report.imported,
+        "rejected": len(report.rejected),
+        "seconds": seconds,
+        "peak_mb": peak_rss_mb(),
+    }
 
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
-    "seed": seed, "send": send, "raw": raw, "naive": naive, "due_query": due_query,
+    "seed": seed,
+    "send": send,
+    "raw": raw,
+    "naive": naive,
+    "due_query": due_query,
     "import": import_file,
 }
 

@@ -19,18 +19,17 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email import message_from_bytes
 from email.headerregistry import Address
-from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
-from email.policy import default as default_policy
 
 MAX_LINE = 78  # RFC 5322's "should"; 998 is the "must"
 MAX_HARD_LINE = 998
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Text that needs neither quoting nor encoding: an address and a display name of plain atoms.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\Z")
 _ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_%+\-]+(\.[A-Za-z0-9_%+\-]+)*@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\Z"
+)
 _PLAIN_PHRASE = re.compile(rf"{_ATOM}( {_ATOM})*\Z")
 
 
@@ -44,9 +43,6 @@ class MimeMessage:
     def as_bytes(self) -> bytes:
         return self.data
 
-    def parsed(self) -> EmailMessage:
-        return message_from_bytes(self.data, policy=default_policy)  # type: ignore[return-value]
-
 
 def _fold(name: str, value: object, utf8: bool) -> bytes:
     """The email package's own folding and encoding, for values the fast path leaves alone."""
@@ -57,8 +53,13 @@ def _fold(name: str, value: object, utf8: bool) -> bytes:
 def unstructured(name: str, value: str, utf8: bool = False) -> bytes:
     """A header of free text (Subject): short plain ASCII as is, the rest folded and encoded."""
     line = f"{name}: {value}"
-    if (len(line) <= MAX_LINE and value.isascii() and not _CONTROL.search(value)
-            and "=?" not in value and value == value.strip()):
+    if (
+        len(line) <= MAX_LINE
+        and value.isascii()
+        and not _CONTROL.search(value)
+        and "=?" not in value
+        and value == value.strip()
+    ):
         return line.encode("ascii") + b"\r\n"
     return _fold(name, value, utf8)
 
@@ -117,15 +118,32 @@ class Skeleton:
         boundary = f"=_{secrets.token_hex(16)}".encode("ascii")  # "=_" never occurs in QP
         self._head = b"".join(_fold(name, value, False) for name, value in static_headers) + (
             b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative;\r\n boundary="'
-            + boundary + b'"\r\n\r\n')
-        part = b'--%s\r\nContent-Type: text/%s; charset="utf-8"\r\n' \
-               b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+            + boundary
+            + b'"\r\n\r\n'
+        )
+        part = (
+            b'--%s\r\nContent-Type: text/%s; charset="utf-8"\r\n'
+            b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        )
         self._text = part % (boundary, b"plain")
         self._html = b"\r\n" + part % (boundary, b"html")
         self._end = b"\r\n--" + boundary + b"--\r\n"
 
-    def message(self, headers: Sequence[bytes], text: str, html: str,
-                utf8: bool = False) -> MimeMessage:
+    def message(
+        self, headers: Sequence[bytes], text: str, html: str, utf8: bool = False
+    ) -> MimeMessage:
         """The per-lead headers (already encoded) on top, then the constant ones and bodies."""
-        return MimeMessage(b"".join((*headers, self._head, self._text, quoted_printable(text),
-                                     self._html, quoted_printable(html), self._end)), utf8)
+        return MimeMessage(
+            b"".join(
+                (
+                    *headers,
+                    self._head,
+                    self._text,
+                    quoted_printable(text),
+                    self._html,
+                    quoted_printable(html),
+                    self._end,
+                )
+            ),
+            utf8,
+        )

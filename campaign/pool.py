@@ -67,9 +67,13 @@ def merge(reports: list[RunReport]) -> RunReport:
     return total
 
 
-def send_pooled(make_dispatcher: Callable[[SmtpTransport], Dispatcher], smtp: SmtpSettings,
-                per_connection: int, max_messages: int | None = None,
-                stop: Callable[[], bool] | None = None) -> RunReport:
+def send_pooled(
+    make_dispatcher: Callable[[SmtpTransport], Dispatcher],
+    smtp: SmtpSettings,
+    per_connection: int,
+    max_messages: int | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> RunReport:
     """Sync once, then drain the queue over `smtp.connections` connections in parallel.
 
     A stop, a pause (rate limit) or an account refusal on any connection stops them all
@@ -102,8 +106,10 @@ def send_pooled(make_dispatcher: Callable[[SmtpTransport], Dispatcher], smtp: Sm
                 halt.set()
             dispatcher.transport.close()
 
-    threads = [threading.Thread(target=work, args=pair, name=f"smtp-{n}", daemon=True)
-               for n, pair in enumerate(zip(dispatchers, reports, strict=True))]
+    threads = [
+        threading.Thread(target=work, args=pair, name=f"smtp-{n}", daemon=True)
+        for n, pair in enumerate(zip(dispatchers, reports, strict=True))
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

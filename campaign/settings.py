@@ -9,7 +9,7 @@ from typing import Literal
 
 DEFAULT_DB = "sqlite:///campaign.db"
 DEFAULT_BASE_URL = "http://127.0.0.1:8080"
-MAX_CONNECTIONS = 32
+MAX_CONNECTIONS = 10  # threads beyond a few only contend for the GIL; fits the DB pool
 
 Security = Literal["none", "starttls", "ssl"]
 

@@ -10,8 +10,10 @@ with `BEGIN IMMEDIATE`. No transaction is open while talking to SMTP.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,10 +44,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
 
 SCHEMA_VERSION = 1
+IDLE_PING_AFTER = 2.0  # seconds idle after which a pooled connection is checked before use
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 
 # `pending`: signed up on the web with double opt-in, waiting for the confirmation click.
@@ -267,9 +270,30 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
         writing = connection.get_execution_options().get("writing", False)
-        # Straight to the driver: a full SQLAlchemy execute would cost more than the BEGIN.
-        connection.connection.driver_connection.execute(  # type: ignore[union-attr]
-            "BEGIN IMMEDIATE" if writing else "BEGIN")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Check a pooled connection before use only if it sat idle: a server restart or an idle
+    timeout closes idle connections, while one used a moment ago is known to be alive.
+
+    `pool_pre_ping` would ping before every checkout, one extra round trip per query.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("idle_since", 0.0) < IDLE_PING_AFTER:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError(f"dropped while idle: {exc}") from exc  # pool reconnects
 
 
 class Store:
@@ -279,17 +303,21 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._plan = self._insert(deliveries).on_conflict_do_nothing()
+        # SQLite has one writer at a time: threads of this process queue on a lock instead of
+        # polling SQLite's busy handler (which sleeps in steps of milliseconds).
+        self._writer: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext())
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
         kwargs: dict[str, Any] = {"future": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
         engine = create_engine(url, **kwargs)
         if engine.dialect.name == "sqlite":
             _sqlite_pragmas(engine)
+        else:
+            _ping_when_idle(engine)
         store = cls(engine)
         if create:
             store.migrate()
@@ -301,7 +329,7 @@ class Store:
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction (on SQLite, `BEGIN IMMEDIATE`: writers queue, never deadlock)."""
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             conn = conn.execution_options(writing=True)
             with conn.begin():
                 yield conn

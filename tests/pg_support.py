@@ -26,12 +26,17 @@ STOP_TIMEOUT = 30
 SERVER_USER = "postgres"
 # Throwaway data: nothing is flushed to disk. Benchmarks turn `synchronous_commit` back on
 # so that a commit at least reaches the OS, as SQLite's `synchronous=NORMAL` does.
-FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
-                 "max_connections": "200"}
+FAST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "200",
+}
 
 
 def find_bindir() -> Path | None:
     """The newest PostgreSQL server binaries installed (Debian layout first, then PATH)."""
+
     def version(initdb: str) -> int:
         name = Path(initdb).parts[-3]
         return int(name) if name.isdigit() else 0
@@ -56,8 +61,9 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", SERVER_USER], check=True,
-                       timeout=30)
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", SERVER_USER], check=True, timeout=30
+        )
         return pwd.getpwnam(SERVER_USER)
 
 
@@ -79,8 +85,7 @@ class PgCluster:
         command = [str(self.bindir / args[0]), *args[1:]]
         if self.user is not None:
             command = ["runuser", "-u", self.user.pw_name, "--", *command]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
-                              check=False)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
     @classmethod
     def start(cls, bindir: Path, **settings: str) -> PgCluster:
@@ -98,28 +103,60 @@ class PgCluster:
         return cluster
 
     def _init_and_start(self) -> None:
-        done = self._run("initdb", "-D", str(self.data), "--auth=trust", "--username=postgres",
-                         "--encoding=UTF8", "--locale=C", "--no-sync", timeout=120)
+        done = self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "--auth=trust",
+            "--username=postgres",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+            timeout=120,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-        options = " ".join([f"-p {self.port} -c listen_addresses=127.0.0.1",
-                            f"-c unix_socket_directories={self.root}",
-                            *(f"-c {name}={value}" for name, value in self.settings.items())])
-        done = self._run("pg_ctl", "start", "-D", str(self.data), "-l",
-                         str(self.root / "server.log"), "-w", "-t", str(START_TIMEOUT),
-                         "-o", options, timeout=START_TIMEOUT + 10)
+        options = " ".join(
+            [
+                f"-p {self.port} -c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.root}",
+                *(f"-c {name}={value}" for name, value in self.settings.items()),
+            ]
+        )
+        done = self._run(
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "-o",
+            options,
+            timeout=START_TIMEOUT + 10,
+        )
         if done.returncode != 0:
             log = self.root / "server.log"
-            raise RuntimeError(f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n"
-                               f"{log.read_text() if log.exists() else ''}")
+            raise RuntimeError(
+                f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n"
+                f"{log.read_text() if log.exists() else ''}"
+            )
 
     def url(self, database: str = "postgres") -> str:
         """A SQLAlchemy URL for the engine (psycopg 3 driver)."""
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
 
     def _admin(self) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres",
-                               dbname="postgres", autocommit=True, connect_timeout=10)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.port,
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=10,
+        )
 
     def database(self) -> str:
         """Create a fresh empty database and return its URL."""
@@ -139,8 +176,18 @@ class PgCluster:
         if (self.data / "postmaster.pid").exists():
             for mode in ("fast", "immediate"):
                 try:
-                    done = self._run("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w",
-                                     "-t", str(STOP_TIMEOUT), timeout=STOP_TIMEOUT + 10)
+                    done = self._run(
+                        "pg_ctl",
+                        "stop",
+                        "-D",
+                        str(self.data),
+                        "-m",
+                        mode,
+                        "-w",
+                        "-t",
+                        str(STOP_TIMEOUT),
+                        timeout=STOP_TIMEOUT + 10,
+                    )
                 except subprocess.TimeoutExpired:
                     continue
                 if done.returncode == 0:

@@ -30,8 +30,9 @@ from campaign.transport import Envelope, SmtpTransport
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
-SKELETON = mime.Skeleton([("From", "Evergreen Acupuncture <care@example.com>"),
-                          ("X-Campaign-Step", "series/step")])
+SKELETON = mime.Skeleton(
+    [("From", "Evergreen Acupuncture <care@example.com>"), ("X-Campaign-Step", "series/step")]
+)
 # Names and subjects as leads and marketers type them: accents, quotes, commas, emoji.
 TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=120)
 
@@ -54,21 +55,20 @@ def assert_wire_rules(data: bytes, utf8: bool = False) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(name=TEXT, subject=TEXT)
-def test_any_name_and_subject_read_back_as_from_the_email_package(name: str,
-                                                                   subject: str) -> None:
+def test_any_name_and_subject_read_back_as_from_the_email_package(name: str, subject: str) -> None:
     """The oracle is `EmailMessage(policy=SMTP)` itself: a reader sees the same values (the
     standard library's folding can add a space inside a long encoded name; so do we)."""
     name, subject = one_line(name), one_line(subject) or "x"
-    headers = [mime.address("To", name, "sam@example.org"),
-               mime.unstructured("Subject", subject)]
+    headers = [mime.address("To", name, "sam@example.org"), mime.unstructured("Subject", subject)]
     data = SKELETON.message(headers, "text\n", "<p>html</p>\n").data
     assert_wire_rules(data)
     reference = EmailMessage(policy=mime.SMTP)
     reference["To"] = Address(display_name=name, addr_spec="sam@example.org")
     reference["Subject"] = subject
     ours, theirs = parse(data), parse(reference.as_bytes())
-    assert ([(a.display_name, a.addr_spec) for a in ours["To"].addresses]
-            == [(a.display_name, a.addr_spec) for a in theirs["To"].addresses])
+    assert [(a.display_name, a.addr_spec) for a in ours["To"].addresses] == [
+        (a.display_name, a.addr_spec) for a in theirs["To"].addresses
+    ]
     assert str(ours["Subject"]) == str(theirs["Subject"])
     if name.isascii() and len(name) < 60:  # short ASCII reads back exactly as it went in
         assert ours["To"].addresses[0].display_name == name
@@ -86,14 +86,34 @@ def test_any_body_reads_back_unchanged(body: str) -> None:
         assert part.get_content().replace("\r\n", "\n") == expected
 
 
-def test_plain_headers_are_byte_for_byte_what_the_email_package_writes() -> None:
-    """The fast path only handles text needing no encoding; there it matches exactly."""
+@pytest.mark.parametrize(
+    ("name", "addr"),
+    [
+        ("Mary Ann", "mary.ann@example.org"),
+        ("", "sam@example.org"),
+        ("O'Brien", "ob@mail.example.co.uk"),
+        ("Dr. Who", "who@example.org"),
+        ("Zoë", "zoe@example.org"),
+    ],
+)
+def test_address_headers_are_byte_for_byte_what_the_email_package_writes(
+    name: str, addr: str
+) -> None:
+    """Plain ones take the fast path, the rest the email package's: the bytes are the same."""
     reference = EmailMessage(policy=mime.SMTP)
-    reference["To"] = "Mary Ann <mary.ann@example.org>"
+    reference["To"] = Address(display_name=name, addr_spec=addr)
     reference["Subject"] = "How acupuncture eases back pain"
     expected = reference.as_bytes().split(b"\r\n\r\n")[0] + b"\r\n"
-    assert (mime.address("To", "Mary Ann", "mary.ann@example.org")
-            + mime.unstructured("Subject", "How acupuncture eases back pain")) == expected
+    ours = mime.address("To", name, addr) + mime.unstructured(
+        "Subject", "How acupuncture eases back pain"
+    )
+    assert ours == expected
+
+
+@pytest.mark.parametrize("addr", ["a..b@example.org", ".sam@example.org", "sam@exa mple.org"])
+def test_addresses_the_email_package_refuses_are_refused_too(addr: str) -> None:
+    with pytest.raises(ValueError):
+        mime.address("To", "Sam", addr)
 
 
 def test_long_unsubscribe_url_stays_literal() -> None:
@@ -103,7 +123,9 @@ def test_long_unsubscribe_url_stays_literal() -> None:
     assert f"<{url}>".encode() in raw and b"=?" not in raw
     message = parse(SKELETON.message([raw], "t", "h").data)
     assert re.findall(r"<([^>]+)>", str(message["List-Unsubscribe"])) == [
-        url, "mailto:desk@example.com"]
+        url,
+        "mailto:desk@example.com",
+    ]
 
 
 def test_header_values_that_cannot_be_one_ascii_line_are_refused() -> None:
@@ -128,4 +150,3 @@ def test_internationalised_address_goes_out_with_smtputf8() -> None:
     to = message["To"].addresses[0]
     assert (to.display_name, to.addr_spec) == ("José", "josé@exämple.com")
     assert message["Subject"] == "How acupuncture eases back pain"
-

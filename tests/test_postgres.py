@@ -33,14 +33,15 @@ from sending_support import (
     iso,
     unthrottled,
 )
-from sqlalchemy import insert, select, text
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.pool import NullPool
 
 from campaign.catcher import Catcher
 from campaign.leads import import_csv
 from campaign.links import LinkSigner
 from campaign.runner import Engine
 from campaign.schedule import load_schedule
-from campaign.settings import SmtpSettings
+from campaign.settings import SettingsError, SmtpSettings
 from campaign.store import DUE, Store, deliveries, leads
 
 CAMPAIGN = "acupuncture-back-pain"
@@ -66,8 +67,9 @@ class Backend:
             return list(conn.execute(text(sql), params).all())
 
     def statuses(self) -> dict[tuple[str, str], int]:
-        rows = self.query("SELECT step_id, status, count(*) FROM deliveries "
-                          "GROUP BY step_id, status")
+        rows = self.query(
+            "SELECT step_id, status, count(*) FROM deliveries GROUP BY step_id, status"
+        )
         return {(step, status): count for step, status, count in rows}
 
     def import_leads(self, rows: list[dict[str, str]], at: datetime) -> None:
@@ -81,14 +83,25 @@ class Backend:
         assert (report.imported, report.rejected, report.fatal) == (len(rows), [], None)
 
     def engine(self, port: int, at: datetime, connections: int = 1) -> Engine:
-        return Engine(self.schedule_path, self.store,
-                      SmtpSettings(port=port, connections=connections),
-                      LinkSigner(HTTPS_BASE, TEST_SIGNING_KEY), clock=lambda: at, worker="test")
+        return Engine(
+            self.schedule_path,
+            self.store,
+            SmtpSettings(port=port, connections=connections),
+            LinkSigner(HTTPS_BASE, TEST_SIGNING_KEY),
+            clock=lambda: at,
+            worker="test",
+        )
 
 
 def people(count: int, prefix: str = "lead") -> list[dict[str, str]]:
-    return [{"email": f"{prefix}{n:04d}@example.com", "first_name": f"Lead{n}",
-             "timezone": "America/Chicago"} for n in range(count)]
+    return [
+        {
+            "email": f"{prefix}{n:04d}@example.com",
+            "first_name": f"Lead{n}",
+            "timezone": "America/Chicago",
+        }
+        for n in range(count)
+    ]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -111,11 +124,18 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 
 def test_series_goes_out_once_per_step_with_personal_data_intact(backend: Backend) -> None:
-    backend.import_leads([
-        {"email": "zoe@example.com", "first_name": "Zoë", "timezone": "America/Chicago",
-         "branch": "Zürich Süd"},
-        *({**lead, "branch": "Main"} for lead in people(4)),
-    ], DAY0 - timedelta(hours=1))
+    backend.import_leads(
+        [
+            {
+                "email": "zoe@example.com",
+                "first_name": "Zoë",
+                "timezone": "America/Chicago",
+                "branch": "Zürich Süd",
+            },
+            *({**lead, "branch": "Main"} for lead in people(4)),
+        ],
+        DAY0 - timedelta(hours=1),
+    )
     with Catcher() as catcher:
         first = backend.engine(catcher.port, DAY0).send_due()
         again = backend.engine(catcher.port, DAY0).send_due()
@@ -123,9 +143,11 @@ def test_series_goes_out_once_per_step_with_personal_data_intact(backend: Backen
         assert backend.statuses() == {("mechanisms", "sent"): 5, ("pain-types", "pending"): 5}
         nxt, sent = deliveries.alias(), deliveries.alias()
         with backend.store.engine.connect() as conn:
-            gaps = conn.execute(select(nxt.c.due_at, sent.c.sent_at).join(
-                sent, (sent.c.lead_id == nxt.c.lead_id) & (sent.c.step_id == "mechanisms"))
-                .where(nxt.c.step_id == "pain-types")).all()
+            gaps = conn.execute(
+                select(nxt.c.due_at, sent.c.sent_at)
+                .join(sent, (sent.c.lead_id == nxt.c.lead_id) & (sent.c.step_id == "mechanisms"))
+                .where(nxt.c.step_id == "pain-types")
+            ).all()
         assert len(gaps) == 5 and all(due - at >= WEEK for due, at in gaps), gaps
         backend.engine(catcher.port, DAY0 + WEEK + timedelta(hours=1)).send_due()
         received = Counter((c.recipients[0], str(c.message["Subject"])) for c in catcher.messages)
@@ -148,23 +170,34 @@ def test_lead_who_left_gets_nothing(backend: Backend) -> None:
         report = backend.engine(catcher.port, DAY0).send_due()
         assert [c.recipients for c in catcher.messages] == [["lead0001@example.com"]]
     assert report.sent == 1
-    assert backend.query("SELECT status FROM deliveries WHERE lead_id = :lead",
-                         lead=gone.id) == [("cancelled",)]
+    assert backend.query("SELECT status FROM deliveries WHERE lead_id = :lead", lead=gone.id) == [
+        ("cancelled",)
+    ]
 
 
 def test_ids_beyond_32_bits(backend: Backend) -> None:
     big = 3_000_000_000
     if backend.kind == "postgresql":
-        kinds = dict(backend.query(
-            "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
-            "WHERE column_name IN ('id', 'lead_id') AND table_name IN ('leads', 'deliveries')"))
+        kinds = dict(
+            backend.query(
+                "SELECT table_name || '.' || column_name, data_type "
+                "FROM information_schema.columns WHERE column_name IN ('id', 'lead_id') "
+                "AND table_name IN ('leads', 'deliveries')"
+            )
+        )
         assert set(kinds.values()) == {"bigint"}, kinds
         backend.query(f"SELECT setval('leads_id_seq', {big})")
     else:  # SQLite hands out max(rowid) + 1: park a lead that is not in the series up there
         with backend.store.engine.begin() as conn:
-            conn.execute(insert(leads).values(id=big, email="parked@example.com",
-                                              status="converted", attributes={},
-                                              created_at=DAY0.replace(tzinfo=None)))
+            conn.execute(
+                insert(leads).values(
+                    id=big,
+                    email="parked@example.com",
+                    status="converted",
+                    attributes={},
+                    created_at=DAY0.replace(tzinfo=None),
+                )
+            )
     backend.import_leads(people(1), DAY0 - timedelta(hours=1))
     with Catcher() as catcher:
         report = backend.engine(catcher.port, DAY0).send_due()
@@ -172,9 +205,9 @@ def test_ids_beyond_32_bits(backend: Backend) -> None:
     assert report.sent == 1
     lead = backend.store.lead_by_email("lead0000@example.com")
     assert lead is not None and lead.id > big
-    assert backend.query("SELECT step_id, status FROM deliveries WHERE lead_id = :lead "
-                         "ORDER BY id", lead=lead.id) == [("mechanisms", "sent"),
-                                                          ("pain-types", "pending")]
+    assert backend.query(
+        "SELECT step_id, status FROM deliveries WHERE lead_id = :lead ORDER BY id", lead=lead.id
+    ) == [("mechanisms", "sent"), ("pain-types", "pending")]
 
 
 # -- finding due deliveries stays an index lookup ------------------------------------------
@@ -184,21 +217,43 @@ def test_due_query_walks_the_partial_index(backend: Backend) -> None:
     """20 000 deliveries, 95 % already sent: the claim's search must use ix_deliveries_due."""
     stamp = DAY0.replace(tzinfo=None)
     with backend.store.engine.begin() as conn:
-        conn.execute(insert(leads), [
-            {"id": n, "email": f"bulk{n}@example.com", "first_name": "", "attributes": {},
-             "status": "active", "created_at": stamp} for n in range(1, 20_001)])
-        conn.execute(insert(deliveries), [
-            {"lead_id": n, "campaign_id": CAMPAIGN, "step_id": "mechanisms",
-             "due_at": stamp + timedelta(minutes=n % 997),
-             "status": "pending" if n % 20 == 0 else "sent", "attempts": 0,
-             "updated_at": stamp} for n in range(1, 20_001)])
+        conn.execute(
+            insert(leads),
+            [
+                {
+                    "id": n,
+                    "email": f"bulk{n}@example.com",
+                    "first_name": "",
+                    "attributes": {},
+                    "status": "active",
+                    "created_at": stamp,
+                }
+                for n in range(1, 20_001)
+            ],
+        )
+        conn.execute(
+            insert(deliveries),
+            [
+                {
+                    "lead_id": n,
+                    "campaign_id": CAMPAIGN,
+                    "step_id": "mechanisms",
+                    "due_at": stamp + timedelta(minutes=n % 997),
+                    "status": "pending" if n % 20 == 0 else "sent",
+                    "attempts": 0,
+                    "updated_at": stamp,
+                }
+                for n in range(1, 20_001)
+            ],
+        )
         conn.execute(text("ANALYZE"))
         compiled = DUE.compile(dialect=conn.dialect)
         values = compiled.construct_params({"campaign": CAMPAIGN, "claim_now": stamp})
         if backend.kind == "sqlite":
             plan = conn.exec_driver_sql(
                 f"EXPLAIN QUERY PLAN {compiled}",
-                tuple(values[name] for name in compiled.positiontup or ())).all()
+                tuple(values[name] for name in compiled.positiontup or ()),
+            ).all()
         else:
             plan = conn.exec_driver_sql(f"EXPLAIN {compiled}", values).all()
     lines = "\n".join(str(row) for row in plan)
@@ -212,18 +267,38 @@ def test_due_query_walks_the_partial_index(backend: Backend) -> None:
 
 def worker_env(backend: Backend, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CAMPAIGN_")}
-    env.update(CAMPAIGN_DB=backend.url, CAMPAIGN_SMTP_PORT=str(port),
-               CAMPAIGN_SECRET_KEY=TEST_SIGNING_KEY, CAMPAIGN_BASE_URL=HTTPS_BASE, **extra)
+    env.update(
+        CAMPAIGN_DB=backend.url,
+        CAMPAIGN_SMTP_PORT=str(port),
+        CAMPAIGN_SECRET_KEY=TEST_SIGNING_KEY,
+        CAMPAIGN_BASE_URL=HTTPS_BASE,
+        **extra,
+    )
     return env
 
 
-def run_workers(backend: Backend, port: int, count: int) -> list[str]:
+def run_workers(backend: Backend, port: int, count: int, **env: str) -> list[str]:
     """Start `count` `run.py send-due` processes at once; return each one's output."""
-    argv = [sys.executable, "run.py", "--schedule", str(backend.schedule_path),
-            "send-due", "--now", iso(DAY0)]
-    workers = [subprocess.Popen(argv, cwd=REPO, env=worker_env(backend, port), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for _ in range(count)]
+    argv = [
+        sys.executable,
+        "run.py",
+        "--schedule",
+        str(backend.schedule_path),
+        "send-due",
+        "--now",
+        iso(DAY0),
+    ]
+    workers = [
+        subprocess.Popen(
+            argv,
+            cwd=REPO,
+            env=worker_env(backend, port, **env),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(count)
+    ]
     outputs = []
     try:
         for worker in workers:
@@ -253,16 +328,16 @@ def test_four_worker_processes_mail_every_lead_exactly_once(backend: Backend) ->
     per_worker = [int(re.search(r"sent (\d+)", out)[1]) for out in outputs]
     assert sum(per_worker) == 400 and min(per_worker) > 0, per_worker
     assert backend.statuses() == {("mechanisms", "sent"): 400, ("pain-types", "pending"): 400}
-    claimers = backend.query("SELECT count(DISTINCT claimed_by) FROM deliveries "
-                             "WHERE status = 'sent'")
+    claimers = backend.query(
+        "SELECT count(DISTINCT claimed_by) FROM deliveries WHERE status = 'sent'"
+    )
     assert claimers == [(WORKERS,)]
 
 
 # -- several SMTP connections in one worker ------------------------------------------------
 
 
-def test_connection_pool_sends_each_lead_once_over_parallel_connections(
-        backend: Backend) -> None:
+def test_connection_pool_sends_each_lead_once_over_parallel_connections(backend: Backend) -> None:
     backend.import_leads(people(120), DAY0 - timedelta(hours=1))
     handler = ControlledHandler(rendezvous=4)
     with Catcher(handler) as catcher:
@@ -274,6 +349,26 @@ def test_connection_pool_sends_each_lead_once_over_parallel_connections(
     assert len(handler.peers) == 4, handler.peers  # four connections really worked at once
     assert report.sent == 120 and report.ok, report
     assert set(received.values()) == {1} and len(received) == 120
+
+
+def test_cli_worker_opens_the_connections_the_environment_asks_for(backend: Backend) -> None:
+    backend.import_leads(people(60), DAY0 - timedelta(hours=1))
+    handler = ControlledHandler(rendezvous=3)
+    with Catcher(handler) as catcher:
+        try:
+            [output] = run_workers(backend, catcher.port, 1, CAMPAIGN_SMTP_CONNECTIONS="3")
+        finally:
+            handler.met.set()
+        received = Counter(c.recipients[0] for c in catcher.messages)
+    assert len(handler.peers) == 3, handler.peers
+    assert "sent 60," in output
+    assert set(received.values()) == {1} and len(received) == 60
+
+
+@pytest.mark.parametrize("value", ["0", "11", "four"])
+def test_connection_count_outside_the_range_is_a_setting_error(value: str) -> None:
+    with pytest.raises(SettingsError, match="CAMPAIGN_SMTP_CONNECTIONS"):
+        SmtpSettings.from_env({"CAMPAIGN_SMTP_CONNECTIONS": value})
 
 
 def test_connection_pool_honours_max_messages(backend: Backend) -> None:
@@ -335,9 +430,14 @@ def test_concurrent_meta_writes_wait_for_each_other_instead_of_failing(pg_cluste
 
 def _waiting_on_lock(store: Store) -> bool:
     with store.engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND datname = current_database()")).scalar())
+        return bool(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                )
+            ).scalar()
+        )
 
 
 def test_workers_starting_together_on_a_fresh_database_create_it_once(pg_cluster: Any) -> None:
@@ -362,4 +462,29 @@ def test_workers_starting_together_on_a_fresh_database_create_it_once(pg_cluster
     finally:
         for store in opened:
             store.close()
+        pg_cluster.drop(url)
+
+
+def test_connection_dropped_while_idle_is_replaced_not_reported(
+    pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server restart or idle timeout kills pooled connections; the next query still works."""
+    monkeypatch.setattr("campaign.store.IDLE_PING_AFTER", 0.0)  # every checkout counts as idle
+    url = pg_cluster.database()
+    store = Store.open(url)
+    try:
+        store.set_meta("k", "v")
+        killer = create_engine(url, poolclass=NullPool)
+        with killer.connect() as conn:  # end every connection the store's pool holds
+            killed = conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+        killer.dispose()
+        assert killed >= 1
+        assert store.get_meta("k") == "v"
+    finally:
+        store.close()
         pg_cluster.drop(url)
