@@ -318,7 +318,7 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
     with store.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     generated = time.perf_counter() - started
-    due = {"campaign": sched.campaign.id, "claim_now": T0.replace(tzinfo=None)}
+    due = {"campaign": sched.campaign.id, "due_before": T0.replace(tzinfo=None)}
 
     def select_due() -> None:
         with store.engine.connect() as conn:

@@ -69,14 +69,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class Catcher:
     """An SMTP server on loopback running in a background thread, started and stopped cleanly."""
 
-    def __init__(self, handler: CatchHandler | None = None, host: str = "127.0.0.1",
-                 port: int | None = None):
+    def __init__(
+        self, handler: CatchHandler | None = None, host: str = "127.0.0.1", port: int | None = None
+    ):
         self.handler = handler or CatchHandler()
         self.host = host
         self.port = port or free_port(host)
         logging.getLogger("mail.log").setLevel(logging.WARNING)
-        self._controller = Controller(self.handler, hostname=host, port=self.port,
-                                      enable_SMTPUTF8=True, ready_timeout=10)
+        self._controller = Controller(
+            self.handler, hostname=host, port=self.port, enable_SMTPUTF8=True, ready_timeout=10
+        )
 
     def __enter__(self) -> Catcher:
         self.start()

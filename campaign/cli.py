@@ -1,4 +1,4 @@
-"""The command line: what marketers and operators type. Each command is a thin shell over the engine."""
+"""The command line: what marketers and operators type; each command is a thin shell."""
 
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from .demo import local_time, run_demo
 from .dispatch import Clock, RunReport
 from .leads import LeadError, add_lead, import_csv, parse_lead
 from .links import LinkSigner
-from .reporting import STATUS_COLUMNS, campaign_status
-from .runner import Engine, run_forever, utc_now
 from .preview import SAMPLE_LEAD, write_preview
 from .render import LeadView, Renderer, TemplateProblem
+from .reporting import STATUS_COLUMNS, campaign_status
+from .runner import Engine, run_forever, utc_now
 from .schedule import LoadedSchedule, ScheduleError, load_schedule
 from .settings import SettingsError, SmtpSettings
 from .store import Store, StoreError
@@ -72,9 +72,11 @@ def user_errors() -> Iterator[None]:
         errors.print(f"[bold red]setting error:[/] {exc}", highlight=False)
         sys.exit(2)
     except SQLAlchemyError as exc:  # the database failed mid-command: disk full, read-only, gone
-        errors.print(f"[bold red]database error:[/] {getattr(exc, 'orig', None) or exc}. Nothing "
-                     "unsent was marked sent; a message in flight turns `unknown` after its lease.",
-                     highlight=False)
+        errors.print(
+            f"[bold red]database error:[/] {getattr(exc, 'orig', None) or exc}. Nothing "
+            "unsent was marked sent; a message in flight turns `unknown` after its lease.",
+            highlight=False,
+        )
         sys.exit(1)
 
 
@@ -141,11 +143,13 @@ def schedule_check(app: AppContext) -> None:
 )
 @click.option("--lead", "lead_email", default=None, help="Preview for this email address.")
 @click.option("--name", default=None, help="Preview with this first name.")
-@click.option("--serve", is_flag=True,
-              help="Serve a live preview on 127.0.0.1 instead of writing files.")
+@click.option(
+    "--serve", is_flag=True, help="Serve a live preview on 127.0.0.1 instead of writing files."
+)
 @click.option("--port", type=int, default=8025, show_default=True, help="Port for --serve.")
-def preview(app: AppContext, out: Path, lead_email: str | None, name: str | None,
-            serve: bool, port: int) -> None:
+def preview(
+    app: AppContext, out: Path, lead_email: str | None, name: str | None, serve: bool, port: int
+) -> None:
     """Write every step, rendered, to files (or --serve them). Nothing is sent."""
     if serve:
         serve_preview(app, port)
@@ -179,16 +183,28 @@ def leads_group() -> None:
 @click.argument("email")
 @click.option("--name", "first_name", default="", help="The lead's first name.")
 @click.option("--tz", "timezone", default=None, help="IANA time zone, e.g. Europe/Paris.")
-@click.option("--attr", "attrs", multiple=True, metavar="KEY=VALUE",
-              help="An extra attribute usable in templates (repeatable).")
-def leads_add(app: AppContext, email: str, first_name: str, timezone: str | None,
-              attrs: tuple[str, ...]) -> None:
+@click.option(
+    "--attr",
+    "attrs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An extra attribute usable in templates (repeatable).",
+)
+def leads_add(
+    app: AppContext, email: str, first_name: str, timezone: str | None, attrs: tuple[str, ...]
+) -> None:
     """Add one lead and enroll it in the campaign."""
     loaded = app.load()
     attributes = dict(item.partition("=")[::2] for item in attrs)
     try:
-        lead = parse_lead({"email": email, "first_name": first_name, "timezone": timezone,
-                           "attributes": attributes})
+        lead = parse_lead(
+            {
+                "email": email,
+                "first_name": first_name,
+                "timezone": timezone,
+                "attributes": attributes,
+            }
+        )
     except LeadError as exc:
         errors.print(f"[bold red]rejected:[/] {exc}", highlight=False)
         sys.exit(2)
@@ -210,19 +226,27 @@ def leads_import(app: AppContext, file: Path) -> None:
     """
     loaded = app.load()
     store = open_store(app)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} rows"),
-                  console=errors, transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed} rows"),
+        console=errors,
+        transient=True,
+    ) as progress:
         task = progress.add_task(f"importing {file.name}", total=None)
-        report = import_csv(store, loaded.schedule, file, utc_now(),
-                            progress=lambda n: progress.advance(task, n))
+        report = import_csv(
+            store, loaded.schedule, file, utc_now(), progress=lambda n: progress.advance(task, n)
+        )
     for line, problem in report.rejected[:200]:
         errors.print(f"{file.name}:{line}: {problem}", markup=False, highlight=False)
     if len(report.rejected) > 200:
         errors.print(f"... and {len(report.rejected) - 200} more rejected rows")
     if report.fatal:
         errors.print(f"[bold red]{file.name}: {report.fatal}[/]", highlight=False)
-    console.print(f"imported {report.imported}, already present {report.already_present}, "
-                  f"rejected {len(report.rejected)}")
+    console.print(
+        f"imported {report.imported}, already present {report.already_present}, "
+        f"rejected {len(report.rejected)}"
+    )
     if report.fatal:
         sys.exit(2)
     if report.rejected:
@@ -233,15 +257,21 @@ def leads_import(app: AppContext, file: Path) -> None:
 
 
 def engine_for(app: AppContext, store: Store, clock: Clock = utc_now) -> Engine:
-    return Engine(app.schedule_path, store, SmtpSettings.from_env(),
-                  LinkSigner(settings.base_url(), settings.secret_key(required=True)),
-                  clock=clock)
+    return Engine(
+        app.schedule_path,
+        store,
+        SmtpSettings.from_env(),
+        LinkSigner(settings.base_url(), settings.secret_key(required=True)),
+        clock=clock,
+    )
 
 
 def print_report(report: RunReport) -> None:
-    console.print(f"sent {report.sent}, retrying {report.retried}, failed {report.failed} "
-                  f"(bounced {report.bounced}), cancelled {report.cancelled}, "
-                  f"in doubt {report.in_doubt}")
+    console.print(
+        f"sent {report.sent}, retrying {report.retried}, failed {report.failed} "
+        f"(bounced {report.bounced}), cancelled {report.cancelled}, "
+        f"in doubt {report.in_doubt}"
+    )
     if report.paused:
         console.print(f"paused: {report.paused}", markup=False, highlight=False)
     for error in report.errors[:50]:
@@ -249,8 +279,13 @@ def print_report(report: RunReport) -> None:
 
 
 @command(main, "send-due")
-@click.option("--now", "at", default=None, metavar="ISO-8601",
-              help="Act as if it were this moment (replays a campaign's calendar).")
+@click.option(
+    "--now",
+    "at",
+    default=None,
+    metavar="ISO-8601",
+    help="Act as if it were this moment (replays a campaign's calendar).",
+)
 @click.option("--max", "max_messages", type=int, default=None, help="Stop after this many.")
 def send_due(app: AppContext, at: str | None, max_messages: int | None) -> None:
     """Send everything due now, once, and exit (non-zero if the run had to stop)."""
@@ -266,8 +301,14 @@ def send_due(app: AppContext, at: str | None, max_messages: int | None) -> None:
 
 
 @command(main, "run")
-@click.option("--every", "interval", type=float, default=60.0, show_default=True,
-              help="Seconds between ticks.")
+@click.option(
+    "--every",
+    "interval",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Seconds between ticks.",
+)
 @click.option("--ticks", type=int, default=None, help="Stop after this many ticks.")
 def run_scheduler(app: AppContext, interval: float, ticks: int | None) -> None:
     """Run unattended: send what is due every tick until SIGINT/SIGTERM."""
@@ -280,8 +321,12 @@ def run_scheduler(app: AppContext, interval: float, ticks: int | None) -> None:
         report = engine.send_due(stop=stop)
         if report.sent or report.failed or report.retried or report.stopped:
             logging.getLogger("campaign.runner").info(
-                "tick: sent=%d retry=%d failed=%d stopped=%s", report.sent, report.retried,
-                report.failed, report.stopped)
+                "tick: sent=%d retry=%d failed=%d stopped=%s",
+                report.sent,
+                report.retried,
+                report.failed,
+                report.stopped,
+            )
 
     count = run_forever(tick, interval, ticks)
     console.print(f"stopped after {count} tick(s)")
@@ -291,7 +336,9 @@ def parse_moment(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise SettingsError(f"--now {text!r} is not an ISO-8601 time (e.g. 2026-03-02T09:00Z)") from None
+        raise SettingsError(
+            f"--now {text!r} is not an ISO-8601 time (e.g. 2026-03-02T09:00Z)"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -317,26 +364,34 @@ def status(app: AppContext, as_json: bool) -> None:
     console.print(table)
     console.print("leads: " + ", ".join(f"{k} {v}" for k, v in snapshot["leads"].items()))
     for item in snapshot["unknown"]:
-        errors.print(f"[yellow]in doubt[/] delivery {item['id']} to {item['email']} "
-                     f"({item['step_id']}), claimed {item['claimed_at']}: not resent",
-                     highlight=False)
+        errors.print(
+            f"[yellow]in doubt[/] delivery {item['id']} to {item['email']} "
+            f"({item['step_id']}), claimed {item['claimed_at']}: not resent",
+            highlight=False,
+        )
 
 
 @command(main, "catcher")
 @click.option("--port", type=int, default=1025, show_default=True)
-@click.option("--maildir", type=click.Path(path_type=Path), default=Path("outbox"),
-              show_default=True, help="Where accepted messages are stored (Maildir).")
+@click.option(
+    "--maildir",
+    type=click.Path(path_type=Path),
+    default=Path("outbox"),
+    show_default=True,
+    help="Where accepted messages are stored (Maildir).",
+)
 def catcher_command(app: AppContext, port: int, maildir: Path) -> None:
     """A local SMTP server on 127.0.0.1 that keeps every message: try the engine safely."""
 
     def show(item: Caught) -> None:
         message = item.message
-        console.print(f"{datetime.now():%H:%M:%S} to {', '.join(item.recipients)}: "
-                      f"{message['Subject']}", highlight=False)
+        console.print(
+            f"{datetime.now():%H:%M:%S} to {', '.join(item.recipients)}: {message['Subject']}",
+            highlight=False,
+        )
 
     with Catcher(CatchHandler(maildir=maildir, on_message=show), port=port) as catcher:
-        console.print(f"catching mail on 127.0.0.1:{catcher.port} into {maildir}/ "
-                      "(Ctrl-C to stop)")
+        console.print(f"catching mail on 127.0.0.1:{catcher.port} into {maildir}/ (Ctrl-C to stop)")
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
@@ -344,8 +399,13 @@ def catcher_command(app: AppContext, port: int, maildir: Path) -> None:
 
 
 @command(main, "demo")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("demo-out"),
-              show_default=True, help="Folder for the demo database and the caught emails.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for the demo database and the caught emails.",
+)
 def demo(app: AppContext, out: Path) -> None:
     """Replay the whole series for sample leads through real SMTP, in seconds."""
     app.renderer()
@@ -354,13 +414,16 @@ def demo(app: AppContext, out: Path) -> None:
         table.add_column(column)
     delivered = run_demo(app.schedule_path, out)
     for number, item in enumerate(delivered, 1):
-        table.add_row(str(number), f"{item.at:%a %d %b %H:%M}", local_time(item), item.email,
-                      item.subject)
+        table.add_row(
+            str(number), f"{item.at:%a %d %b %H:%M}", local_time(item), item.email, item.subject
+        )
     console.print(table)
-    console.print(f"{len(delivered)} emails delivered over real SMTP to a local catcher.\n"
-                  f"Open them: [bold]{out / 'emails'}/[/] (.eml files open in any mail app); "
-                  f"Maildir: {out / 'maildir'}; database: {out / 'demo.db'}.\n"
-                  "Next: python run.py preview, python run.py --help")
+    console.print(
+        f"{len(delivered)} emails delivered over real SMTP to a local catcher.\n"
+        f"Open them: [bold]{out / 'emails'}/[/] (.eml files open in any mail app); "
+        f"Maildir: {out / 'maildir'}; database: {out / 'demo.db'}.\n"
+        "Next: python run.py preview, python run.py --help"
+    )
 
 
 # -- web service (lead lifecycle) ----------------------------------------------------------
@@ -378,15 +441,23 @@ def web(app: AppContext, host: str, port: int) -> None:
     engine = engine_for(app, store)
     token = settings.api_token()
     if not engine.signer.base_url.startswith("https://"):
-        errors.print(f"[yellow]warning:[/] CAMPAIGN_BASE_URL is {engine.signer.base_url}; "
-                     "mailbox providers offer one-click unsubscribe only for https links",
-                     highlight=False)
+        errors.print(
+            f"[yellow]warning:[/] CAMPAIGN_BASE_URL is {engine.signer.base_url}; "
+            "mailbox providers offer one-click unsubscribe only for https links",
+            highlight=False,
+        )
     if token is None:
-        errors.print("[yellow]warning:[/] CAMPAIGN_API_TOKEN is not set; POST /leads and "
-                     "POST /leads/EMAIL/converted answer 503", highlight=False)
+        errors.print(
+            "[yellow]warning:[/] CAMPAIGN_API_TOKEN is not set; POST /leads and "
+            "POST /leads/EMAIL/converted answer 503",
+            highlight=False,
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    serve(create_app(store, engine.renderer, engine.signer, token, utc_now,
-                     smtp_mailer(engine.smtp)), host, port)
+    serve(
+        create_app(store, engine.renderer, engine.signer, token, utc_now, smtp_mailer(engine.smtp)),
+        host,
+        port,
+    )
 
 
 # -- marketer tools (plan, simulate, schedule diff, report, new-series, preview --serve) -----
@@ -405,8 +476,10 @@ def existing_store(app: AppContext, *, required: bool, migrate: bool = False) ->
         if not database or not Path(database).is_file():
             if not required:
                 return None
-            raise SettingsError(f"no database at {url}: no leads yet (add or import leads, "
-                                "or try `simulate` to see a schedule on synthetic leads)")
+            raise SettingsError(
+                f"no database at {url}: no leads yet (add or import leads, "
+                "or try `simulate` to see a schedule on synthetic leads)"
+            )
     try:
         return Store.open(url, create=migrate)
     except (SQLAlchemyError, StoreError) as exc:
@@ -418,20 +491,26 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
     """A progress bar on stderr (nothing is drawn when stderr is not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TimeElapsedColumn(), console=errors,
-                  transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
 
 
-def moment_option(end_of_day: bool) -> Callable[[click.Context, click.Parameter, str | None],
-                                                datetime | None]:
+def moment_option(
+    end_of_day: bool,
+) -> Callable[[click.Context, click.Parameter, str | None], datetime | None]:
     """A click callback reading `2026-03-09` or an ISO-8601 time (UTC unless it says)."""
     from .timeline import parse_bound
 
-    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None
-                ) -> datetime | None:
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
         try:
             return None if value is None else parse_bound(value, end_of_day=end_of_day)
         except ValueError as exc:
@@ -445,17 +524,46 @@ PERIOD = click.Choice(["day", "week"])
 
 @command(main, "plan")
 @click.option("--lead", "lead_email", default=None, help="Only this lead's emails.")
-@click.option("--from", "start", default=None, metavar="DATE", callback=moment_option(False),
-              help="List emails from this day (YYYY-MM-DD, UTC) or ISO-8601 time.")
-@click.option("--until", default=None, metavar="DATE", callback=moment_option(True),
-              help="List emails up to the end of this day (or this ISO-8601 time).")
-@click.option("--now", "at", default=None, metavar="ISO-8601", callback=moment_option(False),
-              help="Plan as if it were this moment (default: now).")
+@click.option(
+    "--from",
+    "start",
+    default=None,
+    metavar="DATE",
+    callback=moment_option(False),
+    help="List emails from this day (YYYY-MM-DD, UTC) or ISO-8601 time.",
+)
+@click.option(
+    "--until",
+    default=None,
+    metavar="DATE",
+    callback=moment_option(True),
+    help="List emails up to the end of this day (or this ISO-8601 time).",
+)
+@click.option(
+    "--now",
+    "at",
+    default=None,
+    metavar="ISO-8601",
+    callback=moment_option(False),
+    help="Plan as if it were this moment (default: now).",
+)
 @click.option("--by", type=PERIOD, default=None, help="Summarise per day or per week.")
-@click.option("--limit", type=click.IntRange(0), default=200, show_default=True,
-              help="List at most this many emails (0: all).")
-def plan(app: AppContext, lead_email: str | None, start: datetime | None,
-         until: datetime | None, at: datetime | None, by: str | None, limit: int) -> None:
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="List at most this many emails (0: all).",
+)
+def plan(
+    app: AppContext,
+    lead_email: str | None,
+    start: datetime | None,
+    until: datetime | None,
+    at: datetime | None,
+    by: str | None,
+    limit: int,
+) -> None:
     """Every email that would go out: when (UTC and the lead's time), to whom, which step.
 
     Uses the real planner on the leads in the database. Nothing is sent or changed.
@@ -489,10 +597,13 @@ def plan(app: AppContext, lead_email: str | None, start: datetime | None,
         sys.exit(2)
     emails = [e for e in emails if start is None or e.at >= start]
     whom = lead_email or f"{notes.leads} lead(s)"
-    console.print(f"[bold]{campaign_id}[/]: {len(emails)} email(s) to {whom} from "
-                  f"{max(now, start or now):%a %Y-%m-%d %H:%M} UTC"
-                  + (f" to {until:%a %Y-%m-%d %H:%M} UTC" if until else "")
-                  + " (a dry run: nothing is sent or changed)", highlight=False)
+    console.print(
+        f"[bold]{campaign_id}[/]: {len(emails)} email(s) to {whom} from "
+        f"{max(now, start or now):%a %Y-%m-%d %H:%M} UTC"
+        + (f" to {until:%a %Y-%m-%d %H:%M} UTC" if until else "")
+        + " (a dry run: nothing is sent or changed)",
+        highlight=False,
+    )
     print_emails(console, loaded.schedule, emails, limit)
     print_notes(console, notes)
     if lead_email is None and emails:
@@ -500,18 +611,46 @@ def plan(app: AppContext, lead_email: str | None, start: datetime | None,
 
 
 @command(main, "simulate")
-@click.option("--leads", "count", type=click.IntRange(1, 1_000_000), default=100,
-              show_default=True, help="How many synthetic leads sign up.")
-@click.option("--weeks", type=click.IntRange(1, 520), default=8, show_default=True,
-              help="Signups are spread over this many weeks, and emails counted in them.")
+@click.option(
+    "--leads",
+    "count",
+    type=click.IntRange(1, 1_000_000),
+    default=100,
+    show_default=True,
+    help="How many synthetic leads sign up.",
+)
+@click.option(
+    "--weeks",
+    type=click.IntRange(1, 520),
+    default=8,
+    show_default=True,
+    help="Signups are spread over this many weeks, and emails counted in them.",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same leads.")
-@click.option("--start", default=None, metavar="DATE", callback=moment_option(False),
-              help="The first day (default: today, UTC).")
+@click.option(
+    "--start",
+    default=None,
+    metavar="DATE",
+    callback=moment_option(False),
+    help="The first day (default: today, UTC).",
+)
 @click.option("--by", type=PERIOD, default=None, help="Summarise per day or per week.")
-@click.option("--limit", type=click.IntRange(0), default=20, show_default=True,
-              help="Also list the first N emails.")
-def simulate_command(app: AppContext, count: int, weeks: int, seed: int,
-                     start: datetime | None, by: str | None, limit: int) -> None:
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=20,
+    show_default=True,
+    help="Also list the first N emails.",
+)
+def simulate_command(
+    app: AppContext,
+    count: int,
+    weeks: int,
+    seed: int,
+    start: datetime | None,
+    by: str | None,
+    limit: int,
+) -> None:
     """Try the schedule on synthetic leads across time zones and signup days; no database."""
     from datetime import timedelta
 
@@ -523,9 +662,12 @@ def simulate_command(app: AppContext, count: int, weeks: int, seed: int,
     leads = synthetic_leads(count, first, weeks, seed)
     with progress_bar("simulating", count) as tick:
         emails = simulate(loaded.schedule, leads, first, last, tick)
-    console.print(f"[bold]{loaded.schedule.campaign.id}[/]: {count} synthetic lead(s) signing "
-                  f"up from {first:%Y-%m-%d} over {weeks} week(s) (seed {seed}) get "
-                  f"{len(emails)} email(s) by {last:%Y-%m-%d}", highlight=False)
+    console.print(
+        f"[bold]{loaded.schedule.campaign.id}[/]: {count} synthetic lead(s) signing "
+        f"up from {first:%Y-%m-%d} over {weeks} week(s) (seed {seed}) get "
+        f"{len(emails)} email(s) by {last:%Y-%m-%d}",
+        highlight=False,
+    )
     if limit:
         print_emails(console, loaded.schedule, emails, limit)
     if emails:
@@ -533,16 +675,33 @@ def simulate_command(app: AppContext, count: int, weeks: int, seed: int,
 
 
 @command(schedule, "diff")
-@click.argument("files", nargs=-1, required=True,
-                type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--db/--no-db", "use_db", default=None,
-              help="Also compare every lead in the database (default: if one exists).")
-@click.option("--now", "at", default=None, metavar="ISO-8601", callback=moment_option(False),
-              help="Compare as if it were this moment (default: now).")
-@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
-              help="List at most this many lead changes.")
-def schedule_diff(app: AppContext, files: tuple[Path, ...], use_db: bool | None,
-                  at: datetime | None, limit: int) -> None:
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--db/--no-db",
+    "use_db",
+    default=None,
+    help="Also compare every lead in the database (default: if one exists).",
+)
+@click.option(
+    "--now",
+    "at",
+    default=None,
+    metavar="ISO-8601",
+    callback=moment_option(False),
+    help="Compare as if it were this moment (default: now).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(0),
+    default=50,
+    show_default=True,
+    help="List at most this many lead changes.",
+)
+def schedule_diff(
+    app: AppContext, files: tuple[Path, ...], use_db: bool | None, at: datetime | None, limit: int
+) -> None:
     """What an edit changes: `diff NEW` (the schedule in use vs NEW) or `diff OLD NEW`.
 
     For the series as written (steps added, removed, delays, window) and, with a database,
@@ -570,8 +729,13 @@ def schedule_diff(app: AppContext, files: tuple[Path, ...], use_db: bool | None,
 
 
 @command(main, "report")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False, path_type=Path),
-              default=None, help="Also write the report as one self-contained HTML page.")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as one self-contained HTML page.",
+)
 def report_command(app: AppContext, html_path: Path | None) -> None:
     """The funnel per step: sent, clicked, unsubscribed, converted, failed."""
     from .report import STAGES, build_funnel, print_funnel, render_html
@@ -592,13 +756,24 @@ def report_command(app: AppContext, html_path: Path | None) -> None:
 @command(main, "new-series")
 @click.argument("article", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--id", "campaign_id", required=True, help="The new campaign's id (a-z, 0-9, -).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              show_default=True, help="Where ID.yaml and templates/ID/ are written.")
-@click.option("--steps", type=click.IntRange(1, 20), default=4, show_default=True,
-              help="How many content emails (a booking email follows).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where ID.yaml and templates/ID/ are written.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1, 20),
+    default=4,
+    show_default=True,
+    help="How many content emails (a booking email follows).",
+)
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
-def new_series(app: AppContext, article: Path, campaign_id: str, out: Path, steps: int,
-               force: bool) -> None:
+def new_series(
+    app: AppContext, article: Path, campaign_id: str, out: Path, steps: int, force: bool
+) -> None:
     """Draft a weekly series from an article (.txt, .md or .html), split at its headings.
 
     Sender, clinic and send window are copied from the schedule in use (--schedule).
@@ -606,8 +781,9 @@ def new_series(app: AppContext, article: Path, campaign_id: str, out: Path, step
     from .newseries import NewSeriesError, write_series
 
     try:
-        written = write_series(article, campaign_id, out, app.schedule_path, steps=steps,
-                               force=force)
+        written = write_series(
+            article, campaign_id, out, app.schedule_path, steps=steps, force=force
+        )
     except NewSeriesError as exc:
         errors.print(f"[bold red]new-series:[/] {exc}", highlight=False)
         sys.exit(2)
@@ -617,10 +793,13 @@ def new_series(app: AppContext, article: Path, campaign_id: str, out: Path, step
     for number, step in enumerate(written.steps, 1):
         table.add_row(str(number), step.id, "0d" if number == 1 else "7d", step.subject)
     console.print(table)
-    console.print(f"templates in {written.templates}/. Next:\n"
-                  f"  python run.py --schedule {written.schedule} schedule check\n"
-                  f"  python run.py --schedule {written.schedule} preview --serve\n"
-                  f"  python run.py --schedule {written.schedule} simulate", highlight=False)
+    console.print(
+        f"templates in {written.templates}/. Next:\n"
+        f"  python run.py --schedule {written.schedule} schedule check\n"
+        f"  python run.py --schedule {written.schedule} preview --serve\n"
+        f"  python run.py --schedule {written.schedule} simulate",
+        highlight=False,
+    )
 
 
 def serve_preview(app: AppContext, port: int) -> None:
@@ -629,8 +808,11 @@ def serve_preview(app: AppContext, port: int) -> None:
 
     signer = LinkSigner(settings.base_url(), settings.secret_key(required=False))
     live = LivePreview(app.schedule_path, signer, existing_store(app, required=False))
-    console.print(f"live preview of {app.schedule_path} at [bold]http://127.0.0.1:{port}/[/] "
-                  "(Ctrl-C to stop)", highlight=False)
+    console.print(
+        f"live preview of {app.schedule_path} at [bold]http://127.0.0.1:{port}/[/] "
+        "(Ctrl-C to stop)",
+        highlight=False,
+    )
     serve(live, "127.0.0.1", port)
 
 

@@ -43,8 +43,9 @@ class Delivered:
     path: Path
 
 
-def run_demo(schedule_path: Path, out: Path,
-             on_delivered: Callable[[Delivered], None] | None = None) -> list[Delivered]:
+def run_demo(
+    schedule_path: Path, out: Path, on_delivered: Callable[[Delivered], None] | None = None
+) -> list[Delivered]:
     """Enroll the sample leads, replay the series, and return every email as it landed."""
     out.mkdir(parents=True, exist_ok=True)
     db = out / "demo.db"
@@ -59,14 +60,23 @@ def run_demo(schedule_path: Path, out: Path,
     clock = [DEMO_START]
     zones = {}
     for email, name, zone in SAMPLE_LEADS:
-        add_lead(store, loaded.schedule, parse_lead(
-            {"email": email, "first_name": name, "timezone": zone}), DEMO_START)
+        add_lead(
+            store,
+            loaded.schedule,
+            parse_lead({"email": email, "first_name": name, "timezone": zone}),
+            DEMO_START,
+        )
         zones[email] = zone
     delivered: list[Delivered] = []
     with Catcher(CatchHandler(maildir=out / "maildir")) as catcher:
-        engine = Engine(schedule_path, store, SmtpSettings(port=catcher.port),
-                        LinkSigner(base_url(), secret_key(required=False)),
-                        clock=lambda: clock[0], worker="demo")
+        engine = Engine(
+            schedule_path,
+            store,
+            SmtpSettings(port=catcher.port),
+            LinkSigner(base_url(), secret_key(required=False)),
+            clock=lambda: clock[0],
+            worker="demo",
+        )
         for _ in range(MAX_TICKS):
             due = store.next_due_at(loaded.schedule.campaign.id)
             if due is None:
@@ -75,7 +85,7 @@ def run_demo(schedule_path: Path, out: Path,
             report = engine.send_due()
             if report.stopped:
                 raise RuntimeError(report.stopped)
-            for caught in catcher.messages[len(delivered):]:
+            for caught in catcher.messages[len(delivered) :]:
                 message = caught.message
                 rcpt = caught.recipients[0]
                 step = str(message["X-Campaign-Step"]).rpartition("/")[2]

@@ -78,19 +78,33 @@ def backoff(attempt: int, schedule: Schedule, rng: random.Random) -> timedelta:
     return jittered if jittered <= retry.max_delay else retry.max_delay * rng.uniform(0.8, 1.0)
 
 
-def _state(enrolled_at: datetime, lead: Lead | None, rows: Iterable[tuple[str, str, datetime]],
-           exclude: str | None) -> LeadState:
+def _state(
+    enrolled_at: datetime,
+    lead: Lead | None,
+    rows: Iterable[tuple[str, str, datetime]],
+    exclude: str | None,
+) -> LeadState:
     """The planner's view of a lead from what the store read (`exclude`: the step in flight)."""
     history = tuple(Attempt(step, status, at) for step, status, at in rows if step != exclude)
-    return LeadState(enrolled_at, lead.timezone if lead else None,
-                     lead.status if lead else "active", history)
+    return LeadState(
+        enrolled_at, lead.timezone if lead else None, lead.status if lead else "active", history
+    )
 
 
 class Dispatcher:
-    def __init__(self, store: Store, renderer: Renderer, signer: LinkSigner,
-                 transport: SmtpTransport, clock: Clock, *, worker: str = "worker",
-                 lease: timedelta = DEFAULT_LEASE, rng: random.Random | None = None,
-                 limiter: RateLimiter | None = None):
+    def __init__(
+        self,
+        store: Store,
+        renderer: Renderer,
+        signer: LinkSigner,
+        transport: SmtpTransport,
+        clock: Clock,
+        *,
+        worker: str = "worker",
+        lease: timedelta = DEFAULT_LEASE,
+        rng: random.Random | None = None,
+        limiter: RateLimiter | None = None,
+    ):
         self.store = store
         self.renderer = renderer
         self.schedule = renderer.schedule
@@ -125,8 +139,9 @@ class Dispatcher:
         """Settle expired claims and, after a schedule edit, replan every lead's next step."""
         for lead_id, campaign_id in self.store.expire_leases(now, self.lease):
             report.in_doubt += 1
-            log.warning("outcome=unknown lead=%s campaign=%s reason=lease-expired",
-                        lead_id, campaign_id)
+            log.warning(
+                "outcome=unknown lead=%s campaign=%s reason=lease-expired", lead_id, campaign_id
+            )
             if campaign_id == self.campaign_id:
                 self.replan_lead(lead_id, now)
         key = plan_key(self.schedule)
@@ -141,8 +156,9 @@ class Dispatcher:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def run_once(self, max_messages: int | None = None,
-                 stop: Callable[[], bool] | None = None) -> RunReport:
+    def run_once(
+        self, max_messages: int | None = None, stop: Callable[[], bool] | None = None
+    ) -> RunReport:
         """Send everything due at this moment, each lead at most one step, then return."""
         report = RunReport()
         run_now = self.clock()
@@ -150,8 +166,13 @@ class Dispatcher:
         self.drain(run_now, report, max_messages, stop)
         return report
 
-    def drain(self, run_now: datetime, report: RunReport, max_messages: int | None = None,
-              stop: Callable[[], bool] | None = None) -> None:
+    def drain(
+        self,
+        run_now: datetime,
+        report: RunReport,
+        max_messages: int | None = None,
+        stop: Callable[[], bool] | None = None,
+    ) -> None:
         """Claim and send what is due at `run_now` until none is left or something says stop.
 
         Separate from `run_once` so that several connections (campaign.pool) can drain the
@@ -164,7 +185,7 @@ class Dispatcher:
             if report.paused:
                 log.info("paused: %s", report.paused)
                 break
-            claim = self.store.claim_next(self.campaign_id, run_now, self.worker)
+            claim = self.store.claim_next(self.campaign_id, run_now, self.worker, self.clock())
             if claim is None:
                 break
             if not self._deliver(claim, report):
@@ -194,7 +215,9 @@ class Dispatcher:
                 claim.step_id,
                 LeadView(lead.email, lead.first_name, lead.timezone or "", lead.attributes),
                 self.signer.links(lead.id, self.campaign_id, claim.step_id),
-                now=now, message_id=message_id)
+                now=now,
+                message_id=message_id,
+            )
             data, utf8 = email.message.data, email.message.utf8
         except (ValueError, TypeError, LookupError) as exc:
             error = f"cannot build the message: {exc}"
@@ -230,16 +253,20 @@ class Dispatcher:
                 return False
             return True
         sent_at = self.clock()
-        state = (_state(claim.enrolled_at, lead, claim.history, claim.step_id)
-                 if claim.enrolled_at is not None else None)
+        state = (
+            _state(claim.enrolled_at, lead, claim.history, claim.step_id)
+            if claim.enrolled_at is not None
+            else None
+        )
         following = self._following(state.with_sent(claim.step_id, sent_at)) if state else None
         self.store.record_sent(claim, message_id, sent_at, following)
         report.sent += 1
         self._log(claim, "sent", 250, started)
         return True
 
-    def _bounce(self, claim: Claim, exc: DeliveryFailure, report: RunReport,
-                started: float) -> None:
+    def _bounce(
+        self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float
+    ) -> None:
         now = self.clock()
         self.store.record_failed(claim, str(exc), exc.code, now, None)
         self.store.set_lead_status(claim.lead_id, "bounced", str(exc), now)
@@ -247,13 +274,22 @@ class Dispatcher:
         report.failed += 1
         self._log(claim, "bounced", exc.code, started, str(exc))
 
-    def _retry_or_fail(self, claim: Claim, exc: TransientFailure, timezone: str | None,
-                       report: RunReport, started: float) -> None:
+    def _retry_or_fail(
+        self,
+        claim: Claim,
+        exc: TransientFailure,
+        timezone: str | None,
+        report: RunReport,
+        started: float,
+    ) -> None:
         now = self.clock()
         if claim.attempts < self.schedule.retry.attempts:
             # A retry is still an email arriving: it waits for the lead's send window too.
-            retry_at = next_opening(now + backoff(claim.attempts, self.schedule, self.rng),
-                                    self.schedule.send_window, lead_zone(self.schedule, timezone))
+            retry_at = next_opening(
+                now + backoff(claim.attempts, self.schedule, self.rng),
+                self.schedule.send_window,
+                lead_zone(self.schedule, timezone),
+            )
             self.store.record_retry(claim, str(exc), exc.code, retry_at, now)
             report.retried += 1
             self._log(claim, "retry", exc.code, started, str(exc))
@@ -261,19 +297,27 @@ class Dispatcher:
         state = self.lead_state(claim.lead_id, exclude=claim.step_id)
         following = None
         if state is not None:
-            gave_up = LeadState(state.enrolled_at, state.timezone, state.status,
-                                (*state.history, Attempt(claim.step_id, "failed", now)))
+            gave_up = LeadState(
+                state.enrolled_at,
+                state.timezone,
+                state.status,
+                (*state.history, Attempt(claim.step_id, "failed", now)),
+            )
             following = self._following(gave_up)
-        self.store.record_failed(claim, f"gave up after {claim.attempts} attempts: {exc}",
-                                 exc.code, now, following)
+        self.store.record_failed(
+            claim, f"gave up after {claim.attempts} attempts: {exc}", exc.code, now, following
+        )
         report.failed += 1
         self._log(claim, "failed", exc.code, started, str(exc))
 
-    def _log(self, claim: Claim, outcome: str, code: int | None, started: float,
-             error: str | None = None) -> None:
+    def _log(
+        self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None
+    ) -> None:
         elapsed = (time.perf_counter() - started) * 1000
-        line = (f"outcome={outcome} delivery={claim.delivery_id} lead={claim.lead_id} "
-                f"step={claim.step_id} attempt={claim.attempts} code={code} ms={elapsed:.1f}")
+        line = (
+            f"outcome={outcome} delivery={claim.delivery_id} lead={claim.lead_id} "
+            f"step={claim.step_id} attempt={claim.attempts} code={code} ms={elapsed:.1f}"
+        )
         if error:
             line += f" error={error!r}"
         level = {"sent": logging.INFO, "cancelled": logging.INFO, "stopped": logging.ERROR}

@@ -77,8 +77,9 @@ class LeadInput(BaseModel):
     email: Annotated[str, Field(max_length=320), AfterValidator(normalize_email)]
     first_name: Annotated[str, Field(max_length=MAX_FIELD), AfterValidator(_clean_text)] = ""
     timezone: Annotated[str | None, Field(max_length=64), AfterValidator(_zone)] = None
-    attributes: dict[str, Annotated[str, Field(max_length=MAX_ATTRIBUTE),
-                                    AfterValidator(_clean_text)]] = Field(default_factory=dict)
+    attributes: dict[
+        str, Annotated[str, Field(max_length=MAX_ATTRIBUTE), AfterValidator(_clean_text)]
+    ] = Field(default_factory=dict)
 
 
 def parse_lead(data: dict) -> LeadInput:
@@ -94,18 +95,26 @@ def parse_lead(data: dict) -> LeadInput:
         raise LeadError(name, error["msg"].removeprefix("Value error, ")) from None
 
 
-def first_delivery(schedule: Schedule, timezone: str | None, now: datetime) -> PlannedDelivery | None:
+def first_delivery(
+    schedule: Schedule, timezone: str | None, now: datetime
+) -> PlannedDelivery | None:
     upcoming = next_step(schedule, LeadState(enrolled_at=now, timezone=timezone))
     return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
 
 
 def to_new_lead(lead: LeadInput, schedule: Schedule, now: datetime) -> NewLead:
-    return NewLead(lead.email, lead.first_name, lead.timezone, dict(lead.attributes),
-                   first_delivery(schedule, lead.timezone, now))
+    return NewLead(
+        lead.email,
+        lead.first_name,
+        lead.timezone,
+        dict(lead.attributes),
+        first_delivery(schedule, lead.timezone, now),
+    )
 
 
-def add_lead(store: Store, schedule: Schedule, lead: LeadInput, now: datetime, *,
-             pending: bool = False) -> tuple[int, bool]:
+def add_lead(
+    store: Store, schedule: Schedule, lead: LeadInput, now: datetime, *, pending: bool = False
+) -> tuple[int, bool]:
     """Insert and enroll one lead; an address already known is left untouched.
 
     A `pending` lead (double opt-in) gets no step planned until it confirms its address.
@@ -141,8 +150,11 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
         raise LeadError("line 1", f"cannot read the header: {exc}") from None
     columns = [h.strip().lower().replace(" ", "_") for h in header]
     if "email" not in columns:
-        raise LeadError("line 1", "the header row has no 'email' column "
-                                  f"(found: {', '.join(columns)[:200] or 'nothing'})")
+        raise LeadError(
+            "line 1",
+            "the header row has no 'email' column "
+            f"(found: {', '.join(columns)[:200] or 'nothing'})",
+        )
     while True:
         line = reader.line_num + 1  # where the row starts, even if a quoted field spans lines
         try:
@@ -163,8 +175,14 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
         yield line, dict(zip(columns, values, strict=True))
 
 
-def import_csv(store: Store, schedule: Schedule, path: Path, now: datetime,
-               batch_size: int = 1000, progress: Callable[[int], None] | None = None) -> ImportReport:
+def import_csv(
+    store: Store,
+    schedule: Schedule,
+    path: Path,
+    now: datetime,
+    batch_size: int = 1000,
+    progress: Callable[[int], None] | None = None,
+) -> ImportReport:
     report = ImportReport()
     store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
     seen: dict[str, int] = {}
@@ -187,16 +205,18 @@ def import_csv(store: Store, schedule: Schedule, path: Path, now: datetime,
                 report.rejected.append((line, row))
                 continue
             data = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
-            data["attributes"] = {k: v for k, v in row.items()
-                                  if k not in BUILTIN_COLUMNS and k and v}
+            data["attributes"] = {
+                k: v for k, v in row.items() if k not in BUILTIN_COLUMNS and k and v
+            }
             try:
                 lead = parse_lead(data)
             except LeadError as exc:
                 report.rejected.append((line, str(exc)))
                 continue
             if lead.email in seen:
-                report.rejected.append((line, f"email: {lead.email} already appears on line "
-                                              f"{seen[lead.email]}"))
+                report.rejected.append(
+                    (line, f"email: {lead.email} already appears on line {seen[lead.email]}")
+                )
                 continue
             seen[lead.email] = line
             batch.append(to_new_lead(lead, schedule, now))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -50,8 +49,12 @@ class LeadState:
     history: tuple[Attempt, ...] = field(default_factory=tuple)
 
     def with_sent(self, step_id: str, at: datetime) -> LeadState:
-        return LeadState(self.enrolled_at, self.timezone, self.status,
-                         (*self.history, Attempt(step_id, "sent", at)))
+        return LeadState(
+            self.enrolled_at,
+            self.timezone,
+            self.status,
+            (*self.history, Attempt(step_id, "sent", at)),
+        )
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,9 @@ def decide(schedule: Schedule, lead: LeadState, now: datetime) -> Decision:
     return Decision(None, upcoming, "waiting")
 
 
-def timeline(schedule: Schedule, lead: LeadState, until: datetime | None = None) -> Iterator[NextStep]:
+def timeline(
+    schedule: Schedule, lead: LeadState, until: datetime | None = None
+) -> Iterator[NextStep]:
     """Every future email for this lead, assuming each is sent the moment it falls due."""
     state = lead
     while (upcoming := next_step(schedule, state)) is not None:

@@ -59,15 +59,11 @@ def write_preview(renderer: Renderer, out: Path, lead: LeadView, signer: LinkSig
             path.write_bytes(data)
             written.append(path)
     schedule = renderer.schedule
-    index = (
-        PAGES
-        .get_template("preview_index.html.j2")
-        .render(
-            campaign=schedule.campaign,
-            sender=schedule.sender.from_,
-            lead_label=f"{lead.first_name or '(no name)'} <{lead.email}>",
-            steps=steps,
-        )
+    index = PAGES.get_template("preview_index.html.j2").render(
+        campaign=schedule.campaign,
+        sender=schedule.sender.from_,
+        lead_label=f"{lead.first_name or '(no name)'} <{lead.email}>",
+        steps=steps,
     )
     (out / "index.html").write_text(index, encoding="utf-8")
     written.append(out / "index.html")

@@ -137,11 +137,18 @@ class _Sandbox(SandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for items, times in ((left, right), (right, left)):
-                if (isinstance(items, str | list | tuple) and isinstance(times, int)
-                        and len(items) * times > MAX_TEMPLATE_VALUE):
+                if (
+                    isinstance(items, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(items) * times > MAX_TEMPLATE_VALUE
+                ):
                     raise SecurityError(f"'*' would build more than {MAX_TEMPLATE_VALUE} items")
-        elif (isinstance(left, int) and isinstance(right, int) and abs(left) > 1
-              and right * abs(left).bit_length() > 10_000):  # Python prints up to 4300 digits
+        elif (
+            isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right * abs(left).bit_length() > 10_000
+        ):  # Python prints up to 4300 digits
             raise SecurityError("'**' would build a number too large to print")
         return super().call_binop(context, operator, left, right)
 
@@ -159,7 +166,8 @@ class _Fields:
             known = ", ".join(f"{self._prefix}.{n}" for n in self._names)
             return jinja2.StrictUndefined(
                 hint=f"{self._prefix}.{name} is not defined (known: {known}; add new lead "
-                "fields under personal_fields in schedules.yaml)")
+                "fields under personal_fields in schedules.yaml)"
+            )
         return self._mint(f"{self._prefix}.{name}")
 
     def __bool__(self) -> bool:
@@ -432,8 +440,9 @@ class Renderer:
             mime.address("To", " ".join(lead.first_name.split()), lead.email, utf8),
             mime.unstructured("Subject", subject, utf8),
             mime.token("Date", format_datetime(now)),
-            mime.token("Message-ID",
-                       message_id or f"<{secrets.token_hex(12)}@{self.sender_domain}>"),
+            mime.token(
+                "Message-ID", message_id or f"<{secrets.token_hex(12)}@{self.sender_domain}>"
+            ),
             mime.url_list("List-Unsubscribe", [f"<{links.unsubscribe}>", self._unsubscribe_mailto]),
         ]
         if links.unsubscribe.startswith("https://"):
@@ -448,8 +457,10 @@ class Renderer:
             if schedule.sender.reply_to:
                 static.append(("Reply-To", schedule.sender.reply_to))
             static += [
-                ("List-Id",
-                 f"{schedule.campaign.name} <{schedule.campaign.id}.{self.sender_domain}>"),
+                (
+                    "List-Id",
+                    f"{schedule.campaign.name} <{schedule.campaign.id}.{self.sender_domain}>",
+                ),
                 ("Feedback-ID", f"{step.id}:{schedule.campaign.id}"),
                 ("X-Campaign-Step", f"{schedule.campaign.id}/{step.id}"),
             ]

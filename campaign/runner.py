@@ -73,11 +73,19 @@ class Engine:
     def dispatcher(self, transport: SmtpTransport) -> Dispatcher:
         if self._limiter is None:
             self._limiter = RateLimiter(self.store)
-        return Dispatcher(self.store, self.renderer(), self.signer, transport, self.clock,
-                          worker=self.worker, limiter=self._limiter)
+        return Dispatcher(
+            self.store,
+            self.renderer(),
+            self.signer,
+            transport,
+            self.clock,
+            worker=self.worker,
+            limiter=self._limiter,
+        )
 
-    def send_due(self, max_messages: int | None = None,
-                 stop: Callable[[], bool] | None = None) -> RunReport:
+    def send_due(
+        self, max_messages: int | None = None, stop: Callable[[], bool] | None = None
+    ) -> RunReport:
         """One pass over everything due now. Schedule or template errors send nothing."""
         try:
             renderer = self.renderer()
@@ -96,8 +104,9 @@ class Engine:
         return report
 
 
-def run_forever(tick: Callable[[Callable[[], bool]], object], interval: float,
-                max_ticks: int | None = None) -> int:
+def run_forever(
+    tick: Callable[[Callable[[], bool]], object], interval: float, max_ticks: int | None = None
+) -> int:
     """Run `tick` every `interval` seconds until SIGINT/SIGTERM (or `max_ticks`); return ticks.
 
     `tick` gets a function saying whether to stop, which the dispatcher checks between
@@ -124,9 +133,16 @@ def run_forever(tick: Callable[[Callable[[], bool]], object], interval: float,
         scheduler.shutdown(wait=False)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    scheduler.add_job(job, "interval", seconds=interval, id="send-due", max_instances=1,
-                      coalesce=True, misfire_grace_time=max(int(interval) * 10, 60),
-                      next_run_time=datetime.now(UTC))
+    scheduler.add_job(
+        job,
+        "interval",
+        seconds=interval,
+        id="send-due",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=max(int(interval) * 10, 60),
+        next_run_time=datetime.now(UTC),
+    )
     try:
         scheduler.start()
     finally:

@@ -317,9 +317,13 @@ class Schedule(_Model):
         """The double opt-in email as a step outside the series, or None when it is off."""
         if not self.double_opt_in or self.confirm is None:
             return None
-        return Step(id=CONFIRM_STEP, template=self.confirm.template,
-                    subject=self.confirm.subject, preheader=self.confirm.preheader,
-                    delay=timedelta(0))
+        return Step(
+            id=CONFIRM_STEP,
+            template=self.confirm.template,
+            subject=self.confirm.subject,
+            preheader=self.confirm.preheader,
+            delay=timedelta(0),
+        )
 
     @property
     def zone(self) -> ZoneInfo:

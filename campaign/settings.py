@@ -41,11 +41,13 @@ class SmtpSettings:
             timeout = float(env.get("CAMPAIGN_SMTP_TIMEOUT", 30))
             connections = int(env.get("CAMPAIGN_SMTP_CONNECTIONS", 1))
         except ValueError as exc:
-            raise SettingsError(f"CAMPAIGN_SMTP_PORT / CAMPAIGN_SMTP_TIMEOUT / "
-                                f"CAMPAIGN_SMTP_CONNECTIONS: {exc}") from exc
+            raise SettingsError(
+                f"CAMPAIGN_SMTP_PORT / CAMPAIGN_SMTP_TIMEOUT / CAMPAIGN_SMTP_CONNECTIONS: {exc}"
+            ) from exc
         if not 1 <= connections <= MAX_CONNECTIONS:
-            raise SettingsError(f"CAMPAIGN_SMTP_CONNECTIONS={connections}: use 1 to "
-                                f"{MAX_CONNECTIONS}")
+            raise SettingsError(
+                f"CAMPAIGN_SMTP_CONNECTIONS={connections}: use 1 to {MAX_CONNECTIONS}"
+            )
         return cls(
             host=env.get("CAMPAIGN_SMTP_HOST", "127.0.0.1"),
             port=port,
@@ -84,6 +86,6 @@ def secret_key(*, required: bool) -> str:
     if required:
         raise SettingsError(
             "CAMPAIGN_SECRET_KEY is not set: unsubscribe and click links must be signed with a "
-            "stable secret (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            "stable secret (make one: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
         )
     return secrets.token_urlsafe(32)

@@ -112,8 +112,14 @@ deliveries = Table(
     UniqueConstraint("lead_id", "campaign_id", "step_id", name="uq_delivery"),
     # The queue: only pending rows, in claim order, so finding the next due delivery stays one
     # short index range scan however many millions of sent rows pile up beside it.
-    Index("ix_deliveries_due", "campaign_id", "due_at", "id",
-          postgresql_where=text("status = 'pending'"), sqlite_where=text("status = 'pending'")),
+    Index(
+        "ix_deliveries_due",
+        "campaign_id",
+        "due_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
     Index("ix_deliveries_status", "status", "campaign_id"),  # leases, reports, in-doubt lists
     Index("ix_deliveries_sent_at", "sent_at"),
 )
@@ -153,45 +159,81 @@ def _due(campaign: Any, now: Any) -> Select:
 
     `'pending'` is a literal so the partial index matches even in a generic prepared plan.
     """
-    return (select(deliveries.c.id)
-            .join(leads, leads.c.id == deliveries.c.lead_id)
-            .where(deliveries.c.campaign_id == campaign, deliveries.c.status == PENDING,
-                   deliveries.c.due_at <= now, leads.c.status == "active")
-            .order_by(deliveries.c.due_at, deliveries.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True, of=deliveries))
+    return (
+        select(deliveries.c.id)
+        .join(leads, leads.c.id == deliveries.c.lead_id)
+        .where(
+            deliveries.c.campaign_id == campaign,
+            deliveries.c.status == PENDING,
+            deliveries.c.due_at <= now,
+            leads.c.status == "active",
+        )
+        .order_by(deliveries.c.due_at, deliveries.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True, of=deliveries)
+    )
 
 
 def _claim(candidate: Select) -> Update:
     now = bindparam("claim_now", type_=DateTime)
-    return (update(deliveries)
-            .where(deliveries.c.id == candidate.scalar_subquery(), deliveries.c.status == PENDING)
-            .values(status="sending", claimed_at=now, claimed_by=bindparam("claim_worker"),
-                    attempts=deliveries.c.attempts + 1, updated_at=now)
-            .returning(deliveries.c.id, deliveries.c.lead_id, deliveries.c.campaign_id,
-                       deliveries.c.step_id, deliveries.c.attempts, deliveries.c.due_at))
+    return (
+        update(deliveries)
+        .where(deliveries.c.id == candidate.scalar_subquery(), deliveries.c.status == PENDING)
+        .values(
+            status="sending",
+            claimed_at=now,
+            claimed_by=bindparam("claim_worker"),
+            attempts=deliveries.c.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.lead_id,
+            deliveries.c.campaign_id,
+            deliveries.c.step_id,
+            deliveries.c.attempts,
+            deliveries.c.due_at,
+        )
+    )
 
 
-DUE = _due(bindparam("campaign", type_=String), bindparam("claim_now", type_=DateTime))
+DUE = _due(bindparam("campaign", type_=String), bindparam("due_before", type_=DateTime))
 CLAIM = _claim(DUE)
 LEAD_AND_ENROLLMENT = (
     select(leads, enrollments.c.enrolled_at)
-    .outerjoin(enrollments, (enrollments.c.lead_id == leads.c.id)
-               & (enrollments.c.campaign_id == bindparam("campaign")))
-    .where(leads.c.id == bindparam("lead")))
+    .outerjoin(
+        enrollments,
+        (enrollments.c.lead_id == leads.c.id)
+        & (enrollments.c.campaign_id == bindparam("campaign")),
+    )
+    .where(leads.c.id == bindparam("lead"))
+)
 HISTORY = (
-    select(deliveries.c.step_id, deliveries.c.status,
-           func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at))
-    .where(deliveries.c.lead_id == bindparam("lead"),
-           deliveries.c.campaign_id == bindparam("campaign"),
-           deliveries.c.status.not_in(("pending", "cancelled")))
-    .order_by(deliveries.c.id))
+    select(
+        deliveries.c.step_id,
+        deliveries.c.status,
+        func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at),
+    )
+    .where(
+        deliveries.c.lead_id == bindparam("lead"),
+        deliveries.c.campaign_id == bindparam("campaign"),
+        deliveries.c.status.not_in(("pending", "cancelled")),
+    )
+    .order_by(deliveries.c.id)
+)
 LEAD_STATUS = select(leads.c.status).where(leads.c.id == bindparam("lead"))
 MARK_SENT = (
-    update(deliveries).where(deliveries.c.id == bindparam("delivery"))
-    .values(status="sent", message_id=bindparam("sent_message_id"),
-            sent_at=bindparam("sent_now", type_=DateTime), last_error=None, smtp_code=250,
-            updated_at=bindparam("sent_now", type_=DateTime)))
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery"))
+    .values(
+        status="sent",
+        message_id=bindparam("sent_message_id"),
+        sent_at=bindparam("sent_now", type_=DateTime),
+        last_error=None,
+        smtp_code=250,
+        updated_at=bindparam("sent_now", type_=DateTime),
+    )
+)
 
 
 def to_db(moment: datetime) -> datetime:
@@ -306,7 +348,8 @@ class Store:
         # SQLite has one writer at a time: threads of this process queue on a lock instead of
         # polling SQLite's busy handler (which sleeps in steps of milliseconds).
         self._writer: AbstractContextManager[Any] = (
-            threading.RLock() if self.is_sqlite else nullcontext())
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -366,8 +409,11 @@ class Store:
 
     def _put_meta(self, conn: Connection, key: str, value: str) -> None:
         """An upsert: two workers setting the same key at once must not collide."""
-        conn.execute(self._insert(meta).values(key=key, value=value)
-                     .on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value}))
+        conn.execute(
+            self._insert(meta)
+            .values(key=key, value=value)
+            .on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value})
+        )
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:
@@ -384,8 +430,9 @@ class Store:
 
     # -- leads -----------------------------------------------------------------------------
 
-    def add_leads(self, new: Sequence[NewLead], campaign_id: str,
-                  now: datetime) -> list[tuple[int, bool]]:
+    def add_leads(
+        self, new: Sequence[NewLead], campaign_id: str, now: datetime
+    ) -> list[tuple[int, bool]]:
         """Insert and enroll leads in one transaction; known addresses are left as they are.
 
         Returns (lead id, created) per input, so re-importing a file changes nothing.
@@ -395,26 +442,63 @@ class Store:
         stamp = to_db(now)
         with self.tx() as conn:
             emails = [lead.email for lead in new]
-            known = dict(conn.execute(select(leads.c.email, leads.c.id)
-                                      .where(leads.c.email.in_(emails))).all())
+            known = dict(
+                conn.execute(
+                    select(leads.c.email, leads.c.id).where(leads.c.email.in_(emails))
+                ).all()
+            )
             fresh = [lead for lead in new if lead.email not in known]
             if fresh:
-                conn.execute(insert(leads), [
-                    {"email": lead.email, "first_name": lead.first_name,
-                     "timezone": lead.timezone, "attributes": lead.attributes,
-                     "status": lead.status, "created_at": stamp} for lead in fresh])
-                ids = dict(conn.execute(select(leads.c.email, leads.c.id).where(
-                    leads.c.email.in_([lead.email for lead in fresh]))).all())
-                conn.execute(insert(enrollments), [
-                    {"lead_id": ids[lead.email], "campaign_id": campaign_id,
-                     "enrolled_at": stamp, "state": "active"} for lead in fresh])
+                conn.execute(
+                    insert(leads),
+                    [
+                        {
+                            "email": lead.email,
+                            "first_name": lead.first_name,
+                            "timezone": lead.timezone,
+                            "attributes": lead.attributes,
+                            "status": lead.status,
+                            "created_at": stamp,
+                        }
+                        for lead in fresh
+                    ],
+                )
+                ids = dict(
+                    conn.execute(
+                        select(leads.c.email, leads.c.id).where(
+                            leads.c.email.in_([lead.email for lead in fresh])
+                        )
+                    ).all()
+                )
+                conn.execute(
+                    insert(enrollments),
+                    [
+                        {
+                            "lead_id": ids[lead.email],
+                            "campaign_id": campaign_id,
+                            "enrolled_at": stamp,
+                            "state": "active",
+                        }
+                        for lead in fresh
+                    ],
+                )
                 planned = [lead for lead in fresh if lead.first is not None]
                 if planned:
-                    conn.execute(insert(deliveries), [
-                        {"lead_id": ids[lead.email], "campaign_id": campaign_id,
-                         "step_id": lead.first.step_id, "due_at": to_db(lead.first.due_at),
-                         "status": "pending", "attempts": 0, "updated_at": stamp}
-                        for lead in planned])
+                    conn.execute(
+                        insert(deliveries),
+                        [
+                            {
+                                "lead_id": ids[lead.email],
+                                "campaign_id": campaign_id,
+                                "step_id": lead.first.step_id,
+                                "due_at": to_db(lead.first.due_at),
+                                "status": "pending",
+                                "attempts": 0,
+                                "updated_at": stamp,
+                            }
+                            for lead in planned
+                        ],
+                    )
                 known.update(ids)
         created = {lead.email for lead in fresh}
         return [(known[lead.email], lead.email in created) for lead in new]
@@ -434,8 +518,15 @@ class Store:
         with self.tx() as conn:
             return self._change_status(conn, lead_id, status, reason, now)
 
-    def _change_status(self, conn: Connection, lead_id: int, status: str, reason: str,
-                       now: datetime, only_from: Sequence[str] = ()) -> bool:
+    def _change_status(
+        self,
+        conn: Connection,
+        lead_id: int,
+        status: str,
+        reason: str,
+        now: datetime,
+        only_from: Sequence[str] = (),
+    ) -> bool:
         """`only_from` limits the change to leads in those statuses, so that, for example, an
         unsubscribed lead who books later stays unsubscribed."""
         if status not in LEAD_STATUSES:
@@ -444,21 +535,26 @@ class Store:
         if only_from:
             where.append(leads.c.status.in_(list(only_from)))
         changed = conn.execute(
-            update(leads).where(*where)
+            update(leads)
+            .where(*where)
             .values(status=status, status_reason=reason, status_at=to_db(now))
         ).rowcount
         if changed and status != "active":
-            conn.execute(update(deliveries)
-                         .where(deliveries.c.lead_id == lead_id,
-                                deliveries.c.status == "pending")
-                         .values(status="cancelled", last_error=f"lead {status}: {reason}",
-                                 updated_at=to_db(now)))
-            conn.execute(update(enrollments).where(enrollments.c.lead_id == lead_id)
-                         .values(state="exited"))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.lead_id == lead_id, deliveries.c.status == "pending")
+                .values(
+                    status="cancelled", last_error=f"lead {status}: {reason}", updated_at=to_db(now)
+                )
+            )
+            conn.execute(
+                update(enrollments).where(enrollments.c.lead_id == lead_id).values(state="exited")
+            )
         return bool(changed)
 
-    def confirm_lead(self, lead_id: int, campaign_id: str, first: PlannedDelivery | None,
-                     now: datetime) -> bool:
+    def confirm_lead(
+        self, lead_id: int, campaign_id: str, first: PlannedDelivery | None, now: datetime
+    ) -> bool:
         """Double opt-in: a pending lead turns active, enrolled from now, with step 1 planned.
 
         Only a `pending` lead changes, so a second click, or a click after unsubscribing from
@@ -466,28 +562,47 @@ class Store:
         """
         with self.tx() as conn:
             changed = conn.execute(
-                update(leads).where(leads.c.id == lead_id, leads.c.status == "pending")
+                update(leads)
+                .where(leads.c.id == lead_id, leads.c.status == "pending")
                 .values(status="active", status_reason="confirmed", status_at=to_db(now))
             ).rowcount
             if not changed:
                 return False
-            conn.execute(update(enrollments).where(enrollments.c.lead_id == lead_id,
-                                                   enrollments.c.campaign_id == campaign_id)
-                         .values(enrolled_at=to_db(now)))
+            conn.execute(
+                update(enrollments)
+                .where(enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id)
+                .values(enrolled_at=to_db(now))
+            )
             if first is not None:
                 self._insert_planned(conn, lead_id, campaign_id, first, now)
             return True
 
     # -- engagement: clicks and conversions --------------------------------------------------
 
-    def record_click(self, lead_id: int, campaign_id: str, step_id: str, url: str,
-                     now: datetime) -> None:
+    def record_click(
+        self, lead_id: int, campaign_id: str, step_id: str, url: str, now: datetime
+    ) -> None:
         with self.tx() as conn:
-            conn.execute(insert(clicks).values(lead_id=lead_id, campaign_id=campaign_id,
-                                               step_id=step_id, url=url, clicked_at=to_db(now)))
+            conn.execute(
+                insert(clicks).values(
+                    lead_id=lead_id,
+                    campaign_id=campaign_id,
+                    step_id=step_id,
+                    url=url,
+                    clicked_at=to_db(now),
+                )
+            )
 
-    def record_conversion(self, lead_id: int, campaign_id: str, step_id: str | None,
-                          source: str, now: datetime, *, stop: bool) -> bool:
+    def record_conversion(
+        self,
+        lead_id: int,
+        campaign_id: str,
+        step_id: str | None,
+        source: str,
+        now: datetime,
+        *,
+        stop: bool,
+    ) -> bool:
         """Remember the lead's first conversion; with `stop` the series ends for the lead.
 
         Returns False if the lead had already converted (a booking system may call twice).
@@ -495,15 +610,27 @@ class Store:
         with self.tx() as conn:
             try:
                 with conn.begin_nested():
-                    conn.execute(insert(conversions).values(
-                        lead_id=lead_id, campaign_id=campaign_id, step_id=step_id,
-                        source=source, converted_at=to_db(now)))
+                    conn.execute(
+                        insert(conversions).values(
+                            lead_id=lead_id,
+                            campaign_id=campaign_id,
+                            step_id=step_id,
+                            source=source,
+                            converted_at=to_db(now),
+                        )
+                    )
                 created = True
             except IntegrityError:
                 created = False
             if stop:
-                self._change_status(conn, lead_id, "converted", f"converted ({source})", now,
-                                    only_from=("active", "pending"))
+                self._change_status(
+                    conn,
+                    lead_id,
+                    "converted",
+                    f"converted ({source})",
+                    now,
+                    only_from=("active", "pending"),
+                )
             return created
 
     def attributed_step(self, lead_id: int, campaign_id: str) -> str | None:
@@ -512,15 +639,20 @@ class Store:
             clicked = conn.execute(
                 select(clicks.c.step_id)
                 .where(clicks.c.lead_id == lead_id, clicks.c.campaign_id == campaign_id)
-                .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc()).limit(1)
+                .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc())
+                .limit(1)
             ).scalar()
             if clicked is not None:
                 return clicked
             return conn.execute(
                 select(deliveries.c.step_id)
-                .where(deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id,
-                       deliveries.c.status == "sent")
-                .order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc()).limit(1)
+                .where(
+                    deliveries.c.lead_id == lead_id,
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == "sent",
+                )
+                .order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc())
+                .limit(1)
             ).scalar()
 
     # -- history for the planner -------------------------------------------------------------
@@ -529,16 +661,18 @@ class Store:
         """When the lead joined and its past deliveries (not the pending plan)."""
         with self.engine.connect() as conn:
             enrolled = conn.execute(
-                select(enrollments.c.enrolled_at).where(enrollments.c.lead_id == lead_id,
-                                                        enrollments.c.campaign_id == campaign_id)
+                select(enrollments.c.enrolled_at).where(
+                    enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
+                )
             ).scalar()
             if enrolled is None:
                 return None
             return from_db(enrolled), self._history(conn, lead_id, campaign_id)
 
     @staticmethod
-    def _history(conn: Connection, lead_id: int,
-                 campaign_id: str) -> list[tuple[str, str, datetime]]:
+    def _history(
+        conn: Connection, lead_id: int, campaign_id: str
+    ) -> list[tuple[str, str, datetime]]:
         rows = conn.execute(HISTORY, {"lead": lead_id, "campaign": campaign_id}).all()
         return [(s, st, from_db(at)) for s, st, at in rows]
 
@@ -547,121 +681,222 @@ class Store:
         last = 0
         while True:
             with self.engine.connect() as conn:
-                ids = conn.execute(
-                    select(enrollments.c.lead_id)
-                    .join(leads, leads.c.id == enrollments.c.lead_id)
-                    .where(enrollments.c.campaign_id == campaign_id,
-                           leads.c.status == "active", enrollments.c.lead_id > last)
-                    .order_by(enrollments.c.lead_id).limit(batch)
-                ).scalars().all()
+                ids = (
+                    conn.execute(
+                        select(enrollments.c.lead_id)
+                        .join(leads, leads.c.id == enrollments.c.lead_id)
+                        .where(
+                            enrollments.c.campaign_id == campaign_id,
+                            leads.c.status == "active",
+                            enrollments.c.lead_id > last,
+                        )
+                        .order_by(enrollments.c.lead_id)
+                        .limit(batch)
+                    )
+                    .scalars()
+                    .all()
+                )
             if not ids:
                 return
             yield list(ids)
             last = ids[-1]
 
-    def replace_plan(self, lead_id: int, campaign_id: str, planned: PlannedDelivery | None,
-                     now: datetime) -> None:
+    def replace_plan(
+        self, lead_id: int, campaign_id: str, planned: PlannedDelivery | None, now: datetime
+    ) -> None:
         """Make the lead's pending row match the planner's answer; sent rows are never touched."""
         with self.tx() as conn:
-            if conn.execute(select(deliveries.c.id).where(
-                    deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id,
-                    deliveries.c.status == "sending")).first():
+            if conn.execute(
+                select(deliveries.c.id).where(
+                    deliveries.c.lead_id == lead_id,
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == "sending",
+                )
+            ).first():
                 return  # in flight: the outcome will plan what comes next
             pending = deliveries.c.status == "pending"
-            stale = [deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id,
-                     pending]
+            stale = [
+                deliveries.c.lead_id == lead_id,
+                deliveries.c.campaign_id == campaign_id,
+                pending,
+            ]
             if planned is not None:
                 stale.append(deliveries.c.step_id != planned.step_id)
             conn.execute(deliveries.delete().where(*stale))
             if planned is None:
                 return
-            changed = conn.execute(update(deliveries).where(
-                deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id,
-                deliveries.c.step_id == planned.step_id, pending,
-            ).values(due_at=to_db(planned.due_at), updated_at=to_db(now))).rowcount
+            changed = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.lead_id == lead_id,
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.step_id == planned.step_id,
+                    pending,
+                )
+                .values(due_at=to_db(planned.due_at), updated_at=to_db(now))
+            ).rowcount
             if not changed:
                 self._insert_planned(conn, lead_id, campaign_id, planned, now)
 
-    def _insert_planned(self, conn: Connection, lead_id: int, campaign_id: str,
-                        planned: PlannedDelivery, now: datetime) -> None:
+    def _insert_planned(
+        self,
+        conn: Connection,
+        lead_id: int,
+        campaign_id: str,
+        planned: PlannedDelivery,
+        now: datetime,
+    ) -> None:
         """Plan a step, unless it already has a row (sent or otherwise): never a second one.
 
         `ON CONFLICT DO NOTHING` rather than a savepoint: one statement, not three.
         """
-        conn.execute(self._plan, {
-            "lead_id": lead_id, "campaign_id": campaign_id, "step_id": planned.step_id,
-            "due_at": to_db(planned.due_at), "status": "pending", "attempts": 0,
-            "updated_at": to_db(now)})
+        conn.execute(
+            self._plan,
+            {
+                "lead_id": lead_id,
+                "campaign_id": campaign_id,
+                "step_id": planned.step_id,
+                "due_at": to_db(planned.due_at),
+                "status": "pending",
+                "attempts": 0,
+                "updated_at": to_db(now),
+            },
+        )
 
     # -- the queue -------------------------------------------------------------------------
 
-    def claim_next(self, campaign_id: str, now: datetime, worker: str,
-                   skip_leads: Sequence[int] = ()) -> Claim | None:
-        """Claim the most overdue pending delivery of an active lead, or None.
+    def claim_next(
+        self,
+        campaign_id: str,
+        due_before: datetime,
+        worker: str,
+        claimed_at: datetime | None = None,
+    ) -> Claim | None:
+        """Claim the most overdue pending delivery (due by `due_before`) of an active lead.
 
+        `claimed_at` is the moment of the claim itself, not the start of the batch: the lease
+        counts from it, so a long batch never has its fresh claims taken for stale ones.
         The claim also reads the lead, its enrollment and its history (same transaction), so
         the dispatcher needs no other read to send and to plan the next step.
         """
-        statement = CLAIM
-        if skip_leads:
-            statement = _claim(DUE.where(deliveries.c.lead_id.not_in(list(skip_leads))))
-        params = {"campaign": campaign_id, "claim_now": to_db(now), "claim_worker": worker}
+        params = {
+            "campaign": campaign_id,
+            "due_before": to_db(due_before),
+            "claim_now": to_db(claimed_at or due_before),
+            "claim_worker": worker,
+        }
         with self.tx() as conn:
-            row = conn.execute(statement, params).first()
+            row = conn.execute(CLAIM, params).first()
             if row is None:
                 return None
-            lead = conn.execute(LEAD_AND_ENROLLMENT, {"lead": row.lead_id,
-                                                      "campaign": row.campaign_id}
-                                ).mappings().first()
+            lead = (
+                conn.execute(
+                    LEAD_AND_ENROLLMENT, {"lead": row.lead_id, "campaign": row.campaign_id}
+                )
+                .mappings()
+                .first()
+            )
             history = tuple(self._history(conn, row.lead_id, row.campaign_id))
-        return Claim(row.id, row.lead_id, row.campaign_id, row.step_id, row.attempts,
-                     from_db(row.due_at), _lead(lead) if lead else None,
-                     from_db(lead["enrolled_at"]) if lead else None, history)
+        return Claim(
+            row.id,
+            row.lead_id,
+            row.campaign_id,
+            row.step_id,
+            row.attempts,
+            from_db(row.due_at),
+            _lead(lead) if lead else None,
+            from_db(lead["enrolled_at"]) if lead else None,
+            history,
+        )
 
     def lead_status(self, lead_id: int) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(LEAD_STATUS, {"lead": lead_id}).scalar()
 
-    def record_sent(self, claim: Claim, message_id: str, sent_at: datetime,
-                    following: PlannedDelivery | None) -> None:
+    def record_sent(
+        self, claim: Claim, message_id: str, sent_at: datetime, following: PlannedDelivery | None
+    ) -> None:
         """Mark the delivery sent and plan the next step, in one transaction."""
         with self.tx() as conn:
-            conn.execute(MARK_SENT, {"delivery": claim.delivery_id,
-                                     "sent_message_id": message_id, "sent_now": to_db(sent_at)})
+            conn.execute(
+                MARK_SENT,
+                {
+                    "delivery": claim.delivery_id,
+                    "sent_message_id": message_id,
+                    "sent_now": to_db(sent_at),
+                },
+            )
             if following is not None:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, sent_at)
             else:
-                conn.execute(update(enrollments).where(
-                    enrollments.c.lead_id == claim.lead_id,
-                    enrollments.c.campaign_id == claim.campaign_id,
-                    enrollments.c.state == "active").values(state="completed"))
+                conn.execute(
+                    update(enrollments)
+                    .where(
+                        enrollments.c.lead_id == claim.lead_id,
+                        enrollments.c.campaign_id == claim.campaign_id,
+                        enrollments.c.state == "active",
+                    )
+                    .values(state="completed")
+                )
 
-    def record_retry(self, claim: Claim, error: str, code: int | None, retry_at: datetime,
-                     now: datetime) -> None:
+    def record_retry(
+        self, claim: Claim, error: str, code: int | None, retry_at: datetime, now: datetime
+    ) -> None:
         with self.tx() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == claim.delivery_id).values(
-                status="pending", due_at=to_db(retry_at), last_error=error, smtp_code=code,
-                claimed_at=None, claimed_by=None, updated_at=to_db(now)))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.delivery_id)
+                .values(
+                    status="pending",
+                    due_at=to_db(retry_at),
+                    last_error=error,
+                    smtp_code=code,
+                    claimed_at=None,
+                    claimed_by=None,
+                    updated_at=to_db(now),
+                )
+            )
 
-    def record_failed(self, claim: Claim, error: str, code: int | None, now: datetime,
-                      following: PlannedDelivery | None) -> None:
+    def record_failed(
+        self,
+        claim: Claim,
+        error: str,
+        code: int | None,
+        now: datetime,
+        following: PlannedDelivery | None,
+    ) -> None:
         with self.tx() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == claim.delivery_id).values(
-                status="failed", last_error=error, smtp_code=code, updated_at=to_db(now)))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.delivery_id)
+                .values(status="failed", last_error=error, smtp_code=code, updated_at=to_db(now))
+            )
             if following is not None:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
 
     def release(self, claim: Claim, error: str, now: datetime) -> None:
         """Give a claim back untouched (the whole account was refused, not this message)."""
         with self.tx() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == claim.delivery_id).values(
-                status="pending", attempts=deliveries.c.attempts - 1, last_error=error,
-                claimed_at=None, claimed_by=None, updated_at=to_db(now)))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.delivery_id)
+                .values(
+                    status="pending",
+                    attempts=deliveries.c.attempts - 1,
+                    last_error=error,
+                    claimed_at=None,
+                    claimed_by=None,
+                    updated_at=to_db(now),
+                )
+            )
 
     def cancel(self, claim: Claim, reason: str, now: datetime) -> None:
         with self.tx() as conn:
-            conn.execute(update(deliveries).where(deliveries.c.id == claim.delivery_id).values(
-                status="cancelled", last_error=reason, updated_at=to_db(now)))
+            conn.execute(
+                update(deliveries)
+                .where(deliveries.c.id == claim.delivery_id)
+                .values(status="cancelled", last_error=reason, updated_at=to_db(now))
+            )
 
     def expire_leases(self, now: datetime, lease: timedelta) -> list[tuple[int, str]]:
         """Claims older than the lease are in doubt: mark them `unknown`, never resend them."""
@@ -670,8 +905,11 @@ class Store:
             rows = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == "sending", deliveries.c.claimed_at < cutoff)
-                .values(status="unknown", updated_at=to_db(now),
-                        last_error="claimed but never confirmed: the worker stopped mid-send")
+                .values(
+                    status="unknown",
+                    updated_at=to_db(now),
+                    last_error="claimed but never confirmed: the worker stopped mid-send",
+                )
                 .returning(deliveries.c.lead_id, deliveries.c.campaign_id)
             ).all()
         return [(r.lead_id, r.campaign_id) for r in rows]
@@ -683,9 +921,13 @@ class Store:
             value = conn.execute(
                 select(deliveries.c.due_at)
                 .join(leads, leads.c.id == deliveries.c.lead_id)
-                .where(deliveries.c.campaign_id == campaign_id,
-                       deliveries.c.status == PENDING, leads.c.status == "active")
-                .order_by(deliveries.c.due_at, deliveries.c.id).limit(1)
+                .where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == PENDING,
+                    leads.c.status == "active",
+                )
+                .order_by(deliveries.c.due_at, deliveries.c.id)
+                .limit(1)
             ).scalar()
         return from_db(value)
 
@@ -693,8 +935,11 @@ class Store:
         """Messages sent after `since` by any process and campaign: rate limits belong to the
         SMTP account, so every worker sharing this database counts against one budget."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(deliveries)
-                                .where(deliveries.c.sent_at > to_db(since))).scalar_one()
+            return conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.sent_at > to_db(since))
+            ).scalar_one()
 
     # -- reporting -------------------------------------------------------------------------
 
@@ -715,12 +960,12 @@ class Store:
         with self.engine.connect() as conn:
             clicked = conn.execute(
                 select(clicks.c.step_id, func.count(clicks.c.lead_id.distinct()))
-                .where(clicks.c.campaign_id == campaign_id).group_by(clicks.c.step_id)
+                .where(clicks.c.campaign_id == campaign_id)
+                .group_by(clicks.c.step_id)
             ).all()
             converted = conn.execute(
                 select(conversions.c.step_id, func.count())
-                .where(conversions.c.campaign_id == campaign_id,
-                       conversions.c.step_id.is_not(None))
+                .where(conversions.c.campaign_id == campaign_id, conversions.c.step_id.is_not(None))
                 .group_by(conversions.c.step_id)
             ).all()
         counts: dict[str, dict[str, int]] = {}
@@ -736,13 +981,22 @@ class Store:
 
     def deliveries_with_status(self, campaign_id: str, status: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(deliveries.c.id, leads.c.email, deliveries.c.step_id,
-                       deliveries.c.claimed_at, deliveries.c.last_error)
-                .join(leads, leads.c.id == deliveries.c.lead_id)
-                .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == status)
-                .order_by(deliveries.c.id)
-            ).mappings().all()
+            rows = (
+                conn.execute(
+                    select(
+                        deliveries.c.id,
+                        leads.c.email,
+                        deliveries.c.step_id,
+                        deliveries.c.claimed_at,
+                        deliveries.c.last_error,
+                    )
+                    .join(leads, leads.c.id == deliveries.c.lead_id)
+                    .where(deliveries.c.campaign_id == campaign_id, deliveries.c.status == status)
+                    .order_by(deliveries.c.id)
+                )
+                .mappings()
+                .all()
+            )
         return [dict(r) for r in rows]
 
 
@@ -750,5 +1004,12 @@ def _lead(row: Any) -> Lead:
     attributes = row["attributes"]
     if isinstance(attributes, str):  # pragma: no cover - some drivers hand JSON back as text
         attributes = json.loads(attributes)
-    return Lead(row["id"], row["email"], row["first_name"], row["timezone"], attributes or {},
-                row["status"], from_db(row["created_at"]))
+    return Lead(
+        row["id"],
+        row["email"],
+        row["first_name"],
+        row["timezone"],
+        attributes or {},
+        row["status"],
+        from_db(row["created_at"]),
+    )

@@ -82,20 +82,26 @@ class SmtpTransport:
         context = tls_context() if s.security != "none" else None
         try:
             if s.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout,
-                                                      local_hostname=s.local_hostname,
-                                                      context=context)
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host,
+                    s.port,
+                    timeout=s.timeout,
+                    local_hostname=s.local_hostname,
+                    context=context,
+                )
             else:
-                smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout,
-                                    local_hostname=s.local_hostname)
+                smtp = smtplib.SMTP(
+                    s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname
+                )
             self._hello(smtp)
             if s.security == "starttls":
                 smtp.starttls(context=context)
                 self._hello(smtp)
         except smtplib.SMTPResponseException as exc:
             kind = AccountRefused if exc.smtp_code >= 500 else ServerUnavailable
-            raise kind(f"SMTP server greeted with {exc.smtp_code}: "
-                       f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
+            raise kind(
+                f"SMTP server greeted with {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
             raise ServerUnavailable(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
         if s.user and s.password:
@@ -112,10 +118,10 @@ class SmtpTransport:
         (or no method in common) needs a settings change, so that stops the batch too."""
         if isinstance(exc, smtplib.SMTPResponseException):
             kind = AccountRefused if exc.smtp_code >= 500 else ServerUnavailable
-            return kind(f"login refused ({exc.smtp_code}): {_text(exc.smtp_error)}",
-                        exc.smtp_code)
+            return kind(f"login refused ({exc.smtp_code}): {_text(exc.smtp_error)}", exc.smtp_code)
         if isinstance(exc, smtplib.SMTPException) and not isinstance(
-                exc, smtplib.SMTPServerDisconnected):
+            exc, smtplib.SMTPServerDisconnected
+        ):
             return AccountRefused(f"login impossible: {exc}")
         return ServerUnavailable(f"login failed: {exc}")
 
@@ -141,8 +147,9 @@ class SmtpTransport:
         smtp = self._smtp
         options = ["SMTPUTF8"] if envelope.utf8 else []
         try:
-            refused = smtp.sendmail(envelope.sender, [envelope.recipient], envelope.data,
-                                    mail_options=options)
+            refused = smtp.sendmail(
+                envelope.sender, [envelope.recipient], envelope.data, mail_options=options
+            )
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = exc.recipients.get(envelope.recipient, (550, b"refused"))
             self._after_refusal(code)
@@ -150,18 +157,21 @@ class SmtpTransport:
         except smtplib.SMTPSenderRefused as exc:
             self.close()
             kind = AccountRefused if exc.smtp_code >= 500 else TransientFailure
-            raise kind(f"MAIL FROM refused ({exc.smtp_code}): {_text(exc.smtp_error)}",
-                       exc.smtp_code) from exc
+            raise kind(
+                f"MAIL FROM refused ({exc.smtp_code}): {_text(exc.smtp_error)}", exc.smtp_code
+            ) from exc
         except smtplib.SMTPDataError as exc:
             self._after_refusal(exc.smtp_code)
             raise self._recipient_failure(exc.smtp_code, exc.smtp_error, "DATA") from exc
         except smtplib.SMTPResponseException as exc:
             self.close()
             if exc.smtp_code >= 500:
-                raise AccountRefused(f"server refused ({exc.smtp_code}): "
-                                     f"{_text(exc.smtp_error)}", exc.smtp_code) from exc
-            raise TransientFailure(f"server answered {exc.smtp_code}: {_text(exc.smtp_error)}",
-                                   exc.smtp_code) from exc
+                raise AccountRefused(
+                    f"server refused ({exc.smtp_code}): {_text(exc.smtp_error)}", exc.smtp_code
+                ) from exc
+            raise TransientFailure(
+                f"server answered {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code
+            ) from exc
         except OSError as exc:  # disconnected, reset, timed out (smtplib's errors are OSErrors)
             self.close()
             raise TransientFailure(f"connection lost: {exc or type(exc).__name__}") from exc

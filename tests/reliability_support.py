@@ -129,6 +129,21 @@ class Rig:
                 [tuple(r) for r in conn.execute(select(deliveries).order_by(deliveries.c.id))],
             )
 
+    def send_due_argv(self, at: datetime | None = None) -> list[str]:
+        """The real `run.py send-due` against this rig's schedule and database."""
+        moment = (at or self.now).isoformat()
+        return [
+            sys.executable,
+            "run.py",
+            "--schedule",
+            str(self.schedule_path),
+            "--db",
+            self.url,
+            "send-due",
+            "--now",
+            moment,
+        ]
+
     def advance(self, delta: timedelta) -> None:
         self.now += delta
 

@@ -115,17 +115,7 @@ def harness(schedule_copy, tmp_path) -> Rig:
 def send_due(rig: Rig, port: int, at, log: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [
-                PYTHON,
-                "run.py",
-                "--schedule",
-                str(rig.schedule_path),
-                "--db",
-                rig.url,
-                "send-due",
-                "--now",
-                at.isoformat(),
-            ],
+            rig.send_due_argv(at),
             cwd=REPO,
             stdout=out,
             stderr=out,

@@ -20,7 +20,7 @@ from campaign.dispatch import backoff
 from campaign.planner import in_window, lead_zone
 from campaign.schedule import Retry
 from tests.fault_smtp import Fault, FaultServer
-from tests.reliability_support import PYTHON, REPO, T0, Rig, cli_env, set_yaml_block
+from tests.reliability_support import REPO, T0, Rig, cli_env, set_yaml_block
 
 ATTEMPTS = 4
 FIRST = timedelta(minutes=1)
@@ -243,17 +243,7 @@ def test_send_due_exits_non_zero_when_the_account_is_refused(rig: Rig) -> None:
     before = rig.snapshot()
     with FaultServer(password="a-different-password") as server:
         result = subprocess.run(
-            [
-                PYTHON,
-                "run.py",
-                "--schedule",
-                str(rig.schedule_path),
-                "--db",
-                rig.url,
-                "send-due",
-                "--now",
-                rig.now.isoformat(),
-            ],
+            rig.send_due_argv(),
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -13,7 +13,7 @@ from campaign.catcher import Catcher, CatchHandler
 from campaign.ratelimit import MAX_WAIT, RateLimiter
 from campaign.schedule import RateLimit
 from tests.fault_smtp import FaultServer
-from tests.reliability_support import PYTHON, REPO, Rig, cli_env, set_yaml_block
+from tests.reliability_support import REPO, Rig, cli_env, set_yaml_block
 
 
 def rig_with(schedule_copy, tmp_path, limits: str) -> Rig:
@@ -100,17 +100,7 @@ def test_budget_is_shared_with_another_process_on_the_same_database(
     with FaultServer() as server:
         assert rig.run(server.port, max_messages=4).sent == 4
         result = subprocess.run(
-            [
-                PYTHON,
-                "run.py",
-                "--schedule",
-                str(rig.schedule_path),
-                "--db",
-                rig.url,
-                "send-due",
-                "--now",
-                rig.now.isoformat(),
-            ],
+            rig.send_due_argv(),
             cwd=REPO,
             capture_output=True,
             text=True,

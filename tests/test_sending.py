@@ -220,6 +220,18 @@ def test_unsubscribe_after_the_claim_cancels_the_send(campaign: Campaign) -> Non
     assert campaign.send_due(DAY0 + WEEK).sent == 0
 
 
+def test_lease_counts_from_each_claim_not_from_the_start_of_the_batch(campaign: Campaign) -> None:
+    """A batch that runs longer than the lease must not see its own fresh claims as stale."""
+    campaign.enroll(DAY0, ("slow@example.com", "Slow", None))
+    later = DAY0 + timedelta(minutes=30)  # the batch started at DAY0 and is still going
+    claim = campaign.store.claim_next("acupuncture-back-pain", DAY0, "test", claimed_at=later)
+    assert claim is not None
+    assert campaign.store.expire_leases(later + timedelta(minutes=5), timedelta(minutes=10)) == []
+    assert [r["status"] for r in campaign.deliveries()] == ["sending"]
+    expired = campaign.store.expire_leases(later + timedelta(minutes=11), timedelta(minutes=10))
+    assert expired == [(claim.lead_id, "acupuncture-back-pain")]
+
+
 # -- schedule edits ------------------------------------------------------------------------
 
 

@@ -575,9 +575,15 @@ def test_access_log_keeps_only_the_start_of_a_token():
     from campaign.web import RedactTokens
 
     token = "eyJhbGciOi.very-long-signed-token-body"
-    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1,
-                               '%s - "%s %s HTTP/%s" %d',
-                               ("127.0.0.1:5000", "POST", f"/u/{token}", "1.1", 200), None)
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "POST", f"/u/{token}", "1.1", 200),
+        None,
+    )
     RedactTokens().filter(record)
     line = record.getMessage()
     assert token not in line
