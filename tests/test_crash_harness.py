@@ -36,6 +36,7 @@ from tests.reliability_support import PYTHON, REPO, T0, Rig, cli_env, set_yaml_b
 
 LEADS = 300
 MIN_KILLS = 20
+TIMER_ROUND_CAP = 12  # messages: 20 rounds x 12 < LEADS
 SEED = int(os.environ.get("CRASH_SEED", time.time_ns() % 1_000_000))
 
 
@@ -138,6 +139,9 @@ def test_sigkill_at_random_points_never_doubles_or_loses_a_message(harness: Rig,
             try:
                 mode = rng.choice(("in-data", "after-message", "after-message", "timer"))
                 if mode == "timer":  # anywhere: start-up, claiming, rendering, sending
+                    # A fast machine could send the whole batch before the timer; the cap keeps
+                    # every round to a few messages, so twenty kills always fit in the batch.
+                    switch.arm(proc.pid, TIMER_ROUND_CAP, in_data=True)
                     try:
                         proc.wait(timeout=rng.uniform(0.3, 1.5))
                     except subprocess.TimeoutExpired:
