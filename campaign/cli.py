@@ -278,21 +278,41 @@ def print_report(report: RunReport) -> None:
         errors.print(f"  {error}", markup=False, highlight=False)
 
 
+def moment_option(
+    end_of_day: bool,
+) -> Callable[[click.Context, click.Parameter, str | None], datetime | None]:
+    """A click callback reading `2026-03-09` or an ISO-8601 time (UTC unless it says)."""
+    from .timeline import parse_bound
+
+    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
+        try:
+            return None if value is None else parse_bound(value, end_of_day=end_of_day)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+
+    return convert
+
+
+def now_option(purpose: str) -> Callable:
+    """`--now`: act as if it were another moment, to replay or foresee a calendar."""
+    return click.option(
+        "--now",
+        "at",
+        default=None,
+        metavar="ISO-8601",
+        callback=moment_option(False),
+        help=f"{purpose} (default: now).",
+    )
+
+
 @command(main, "send-due")
-@click.option(
-    "--now",
-    "at",
-    default=None,
-    metavar="ISO-8601",
-    help="Act as if it were this moment (replays a campaign's calendar).",
-)
+@now_option("Send what is due at this moment, replaying a campaign's calendar")
 @click.option("--max", "max_messages", type=int, default=None, help="Stop after this many.")
-def send_due(app: AppContext, at: str | None, max_messages: int | None) -> None:
+def send_due(app: AppContext, at: datetime | None, max_messages: int | None) -> None:
     """Send everything due now, once, and exit (non-zero if the run had to stop)."""
     app.renderer()
-    moment = parse_moment(at) if at else None
     store = open_store(app)
-    engine = engine_for(app, store, (lambda: moment) if moment else utc_now)
+    engine = engine_for(app, store, (lambda: at) if at else utc_now)
     report = engine.send_due(max_messages)
     print_report(report)
     if report.stopped:
@@ -330,16 +350,6 @@ def run_scheduler(app: AppContext, interval: float, ticks: int | None) -> None:
 
     count = run_forever(tick, interval, ticks)
     console.print(f"stopped after {count} tick(s)")
-
-
-def parse_moment(text: str) -> datetime:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise SettingsError(
-            f"--now {text!r} is not an ISO-8601 time (e.g. 2026-03-02T09:00Z)"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 # -- watching ------------------------------------------------------------------------------
@@ -504,21 +514,6 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
         yield lambda n: progress.advance(task, n)
 
 
-def moment_option(
-    end_of_day: bool,
-) -> Callable[[click.Context, click.Parameter, str | None], datetime | None]:
-    """A click callback reading `2026-03-09` or an ISO-8601 time (UTC unless it says)."""
-    from .timeline import parse_bound
-
-    def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
-        try:
-            return None if value is None else parse_bound(value, end_of_day=end_of_day)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-
-    return convert
-
-
 PERIOD = click.Choice(["day", "week"])
 
 
@@ -539,14 +534,7 @@ PERIOD = click.Choice(["day", "week"])
     callback=moment_option(True),
     help="List emails up to the end of this day (or this ISO-8601 time).",
 )
-@click.option(
-    "--now",
-    "at",
-    default=None,
-    metavar="ISO-8601",
-    callback=moment_option(False),
-    help="Plan as if it were this moment (default: now).",
-)
+@now_option("Plan as if it were this moment")
 @click.option("--by", type=PERIOD, default=None, help="Summarise per day or per week.")
 @click.option(
     "--limit",
@@ -684,14 +672,7 @@ def simulate_command(
     default=None,
     help="Also compare every lead in the database (default: if one exists).",
 )
-@click.option(
-    "--now",
-    "at",
-    default=None,
-    metavar="ISO-8601",
-    callback=moment_option(False),
-    help="Compare as if it were this moment (default: now).",
-)
+@now_option("Compare as if it were this moment")
 @click.option(
     "--limit",
     type=click.IntRange(0),
