@@ -236,6 +236,19 @@ MARK_SENT = (
 )
 
 
+# What a claimed row goes back to when it is to be tried again (or not at all, yet).
+UNCLAIMED = {"status": PENDING, "claimed_at": None, "claimed_by": None}
+
+
+def _settled(claim: Claim, now: datetime, **values: Any) -> Update:
+    """The one statement that ends a claim: the outcome's columns plus the time it changed."""
+    return (
+        update(deliveries)
+        .where(deliveries.c.id == claim.delivery_id)
+        .values(**values, updated_at=to_db(now))
+    )
+
+
 def to_db(moment: datetime) -> datetime:
     """Naive UTC: the one form every backend stores and compares the same way."""
     if moment.tzinfo is None:
@@ -842,20 +855,9 @@ class Store:
     def record_retry(
         self, claim: Claim, error: str, code: int | None, retry_at: datetime, now: datetime
     ) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.delivery_id)
-                .values(
-                    status="pending",
-                    due_at=to_db(retry_at),
-                    last_error=error,
-                    smtp_code=code,
-                    claimed_at=None,
-                    claimed_by=None,
-                    updated_at=to_db(now),
-                )
-            )
+        self._settle(
+            claim, now, **UNCLAIMED, due_at=to_db(retry_at), last_error=error, smtp_code=code
+        )
 
     def record_failed(
         self,
@@ -866,37 +868,20 @@ class Store:
         following: PlannedDelivery | None,
     ) -> None:
         with self.tx() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.delivery_id)
-                .values(status="failed", last_error=error, smtp_code=code, updated_at=to_db(now))
-            )
+            conn.execute(_settled(claim, now, status="failed", last_error=error, smtp_code=code))
             if following is not None:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
 
     def release(self, claim: Claim, error: str, now: datetime) -> None:
         """Give a claim back untouched (the whole account was refused, not this message)."""
-        with self.tx() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.delivery_id)
-                .values(
-                    status="pending",
-                    attempts=deliveries.c.attempts - 1,
-                    last_error=error,
-                    claimed_at=None,
-                    claimed_by=None,
-                    updated_at=to_db(now),
-                )
-            )
+        self._settle(claim, now, **UNCLAIMED, attempts=deliveries.c.attempts - 1, last_error=error)
 
     def cancel(self, claim: Claim, reason: str, now: datetime) -> None:
+        self._settle(claim, now, status="cancelled", last_error=reason)
+
+    def _settle(self, claim: Claim, now: datetime, **values: Any) -> None:
         with self.tx() as conn:
-            conn.execute(
-                update(deliveries)
-                .where(deliveries.c.id == claim.delivery_id)
-                .values(status="cancelled", last_error=reason, updated_at=to_db(now))
-            )
+            conn.execute(_settled(claim, now, **values))
 
     def expire_leases(self, now: datetime, lease: timedelta) -> list[tuple[int, str]]:
         """Claims older than the lease are in doubt: mark them `unknown`, never resend them."""

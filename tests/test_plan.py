@@ -200,21 +200,9 @@ def test_simulate_is_deterministic_and_every_email_lands_in_the_window(schedule_
 
 
 def test_simulate_command(schedule_copy) -> None:
-    result = run_cli(
-        schedule_copy.path,
-        None,
-        "simulate",
-        "--leads",
-        "50",
-        "--weeks",
-        "3",
-        "--seed",
-        "3",
-        "--start",
-        "2026-03-02",
-        "--limit",
-        "5",
-    )
+    argv = ["simulate", "--leads", "50", "--weeks", "3", "--seed", "3"]
+    argv += ["--start", "2026-03-02", "--limit", "5"]
+    result = run_cli(schedule_copy.path, None, *argv)
     assert result.exit_code == 0, result.output
     assert "50 synthetic lead(s) signing up from 2026-03-02 over 3 week(s) (seed 3)" in (
         result.stdout
@@ -222,21 +210,7 @@ def test_simulate_command(schedule_copy) -> None:
     rows = [line for line in lines_of(result.stdout) if "@example.com" in line]
     assert len(rows) == 5
     assert "Emails per day" in result.stdout or "Emails per week" in result.stdout
-    again = run_cli(
-        schedule_copy.path,
-        None,
-        "simulate",
-        "--leads",
-        "50",
-        "--weeks",
-        "3",
-        "--seed",
-        "3",
-        "--start",
-        "2026-03-02",
-        "--limit",
-        "5",
-    )
+    again = run_cli(schedule_copy.path, None, *argv)
     assert again.stdout == result.stdout
 
 
