@@ -9,6 +9,7 @@ an operator's `status` would.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,7 +130,7 @@ class Rig:
                 [tuple(r) for r in conn.execute(select(deliveries).order_by(deliveries.c.id))],
             )
 
-    def send_due_argv(self, at: datetime | None = None) -> list[str]:
+    def send_due_argv(self, at: datetime | None = None, db: str | None = None) -> list[str]:
         """The real `run.py send-due` against this rig's schedule and database."""
         moment = (at or self.now).isoformat()
         return [
@@ -138,11 +139,22 @@ class Rig:
             "--schedule",
             str(self.schedule_path),
             "--db",
-            self.url,
+            db or self.url,
             "send-due",
             "--now",
             moment,
         ]
+
+    def send_due(self, port: int, db: str | None = None, **env: str) -> subprocess.CompletedProcess:
+        """Run the real `send-due` to completion against an SMTP server on `port`."""
+        return subprocess.run(
+            self.send_due_argv(db=db),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=cli_env(CAMPAIGN_SMTP_PORT=str(port), **env),
+        )
 
     def advance(self, delta: timedelta) -> None:
         self.now += delta

@@ -311,24 +311,7 @@ def test_read_only_database_is_a_clear_error_and_sends_nothing(harness: Rig) -> 
     harness.store.close()
     read_only = f"sqlite:///file:{harness.db_path}?mode=ro&uri=true"
     with Catcher() as catcher:
-        result = subprocess.run(
-            [
-                PYTHON,
-                "run.py",
-                "--schedule",
-                str(harness.schedule_path),
-                "--db",
-                read_only,
-                "send-due",
-                "--now",
-                T0.isoformat(),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=cli_env(CAMPAIGN_SMTP_PORT=str(catcher.port)),
-        )
+        result = harness.send_due(catcher.port, db=read_only)
         assert catcher.messages == []
     assert result.returncode != 0, (result.stdout, result.stderr)
     assert "readonly database" in result.stderr, result.stderr

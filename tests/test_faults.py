@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import subprocess
 from contextlib import nullcontext
 from datetime import timedelta
 
@@ -20,7 +19,7 @@ from campaign.dispatch import backoff
 from campaign.planner import in_window, lead_zone
 from campaign.schedule import Retry
 from tests.fault_smtp import Fault, FaultServer
-from tests.reliability_support import REPO, T0, Rig, cli_env, set_yaml_block
+from tests.reliability_support import T0, Rig, set_yaml_block
 
 ATTEMPTS = 4
 FIRST = timedelta(minutes=1)
@@ -242,17 +241,8 @@ def test_send_due_exits_non_zero_when_the_account_is_refused(rig: Rig) -> None:
     rig.add("zoe@example.com")
     before = rig.snapshot()
     with FaultServer(password="a-different-password") as server:
-        result = subprocess.run(
-            rig.send_due_argv(),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=cli_env(
-                CAMPAIGN_SMTP_PORT=str(server.port),
-                CAMPAIGN_SMTP_USER="clinic",
-                CAMPAIGN_SMTP_PASSWORD=PASSWORD,
-            ),
+        result = rig.send_due(
+            server.port, CAMPAIGN_SMTP_USER="clinic", CAMPAIGN_SMTP_PASSWORD=PASSWORD
         )
         assert server.messages == []
     assert result.returncode == 1, (result.stdout, result.stderr)

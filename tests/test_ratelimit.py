@@ -3,7 +3,6 @@ across processes sharing the database."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from datetime import timedelta
 
@@ -13,7 +12,7 @@ from campaign.catcher import Catcher, CatchHandler
 from campaign.ratelimit import MAX_WAIT, RateLimiter
 from campaign.schedule import RateLimit
 from tests.fault_smtp import FaultServer
-from tests.reliability_support import REPO, Rig, cli_env, set_yaml_block
+from tests.reliability_support import Rig, set_yaml_block
 
 
 def rig_with(schedule_copy, tmp_path, limits: str) -> Rig:
@@ -99,14 +98,7 @@ def test_budget_is_shared_with_another_process_on_the_same_database(
     rig.add(*emails)
     with FaultServer() as server:
         assert rig.run(server.port, max_messages=4).sent == 4
-        result = subprocess.run(
-            rig.send_due_argv(),
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=cli_env(CAMPAIGN_SMTP_PORT=str(server.port)),
-        )
+        result = rig.send_due(server.port)
         assert result.returncode == 0, (result.stdout, result.stderr)
         assert "sent 2," in result.stdout, result.stdout
         assert "per_minute" in result.stdout, result.stdout
