@@ -341,7 +341,7 @@ def due_query(report: Report, dbs: Databases, schedule: Path, leads: int, sample
         dbs.drop(url)
         for name, label in (
             ("select", "find the next due delivery (SELECT)"),
-            ("claim", "claim_next: claim + lead + history, committed"),
+            ("claim", "reserve 16 due + their leads and histories, start one; committed"),
             ("next_due", "next_due_at"),
             ("sent_last_hour", "rate-limit budget: sent in the last hour"),
         ):

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import text  # noqa: E402
 
+from campaign.dispatch import RESERVATION  # noqa: E402
 from campaign.leads import import_csv  # noqa: E402
 from campaign.links import LinkSigner  # noqa: E402
 from campaign.planner import plan_fingerprint, plan_key  # noqa: E402
@@ -33,7 +34,7 @@ from campaign.render import LeadView, Renderer  # noqa: E402
 from campaign.runner import Engine  # noqa: E402
 from campaign.schedule import load_schedule  # noqa: E402
 from campaign.settings import SmtpSettings  # noqa: E402
-from campaign.store import DUE, NewLead, PlannedDelivery, Store  # noqa: E402
+from campaign.store import DUE, NewLead, PlannedDelivery, Start, Store  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # every benchmark lead signed up (and is due) now
 SIGNER = LinkSigner("https://clinic.example.com", "benchmark-only-link-signing-key-0123")
@@ -304,7 +305,8 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
         "campaign": sched.campaign.id,
         "first": sched.steps[0].id,
         "second": sched.steps[1].id,
-        "due": -(-43200 * max(1000, 3 * samples) // leads),
+        # enough due rows for every timed reservation, with some to spare
+        "due": -(-43200 * max(1000, 2 * RESERVATION * (samples + 1)) // leads),
     }
     started = time.perf_counter()
     with store.engine.begin() as conn:
@@ -318,14 +320,16 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
     with store.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     generated = time.perf_counter() - started
-    due = {"campaign": sched.campaign.id, "due_before": T0.replace(tzinfo=None)}
+    due = {"campaign": sched.campaign.id, "due_before": T0.replace(tzinfo=None), "limit": 1}
 
     def select_due() -> None:
         with store.engine.connect() as conn:
             assert conn.execute(DUE, due).first() is not None
 
     def claim() -> None:
-        assert store.claim_next(sched.campaign.id, T0, "bench") is not None
+        """A connection's reservation, then the start of its first row, each committed."""
+        reserved = store.reserve(sched.campaign.id, T0, "bench", T0, RESERVATION)
+        assert len(reserved) == RESERVATION and store.start(reserved[0], T0) is Start.GO
 
     results = {"generate_s": generated, "rows": leads * 4}
     for name, run in (

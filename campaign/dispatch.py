@@ -1,10 +1,13 @@
-"""The dispatcher: claim one due delivery, render it, hand it to SMTP, record what happened.
+"""The dispatcher: take due deliveries, render each, hand it to SMTP, record what happened.
 
-Every message goes through the same short life — `pending → sending → sent`, or back to
-`pending` later for a transient failure, or `failed` — and the claim is committed before
-the SMTP transaction starts, so a crash can leave at most one message in doubt. That row
-turns `unknown` when its lease runs out and is never resent automatically: a lead may miss
-an email after a crash, but never gets one twice.
+Every message goes through the same short life — `pending → claimed → sending → sent`, or
+back to `pending` later for a transient failure, or `failed`. A connection reserves a short
+run of rows (`claimed`) in one transaction, then starts them one by one: a row becomes
+`sending`, committed, before its SMTP transaction, and the next row starts in the same
+transaction that records the previous one as sent. So a crash leaves at most one message
+per connection in doubt. That row turns `unknown` when its lease runs out and is never
+resent automatically: a lead may miss an email after a crash, but never gets one twice.
+The reserved rows behind it were never started and go back to the queue.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from .links import LinkSigner
 from .planner import (
@@ -30,7 +36,7 @@ from .planner import (
 from .ratelimit import RateLimiter
 from .render import LeadView, Renderer
 from .schedule import Schedule
-from .store import Claim, Lead, PlannedDelivery, Store
+from .store import Claim, Lead, PlannedDelivery, Sent, Start, Store
 from .transport import (
     AccountRefused,
     DeliveryFailure,
@@ -44,6 +50,9 @@ from .transport import (
 log = logging.getLogger("campaign.dispatch")
 Clock = Callable[[], datetime]
 DEFAULT_LEASE = timedelta(minutes=10)
+# Rows a connection takes from the queue in one transaction: enough to pay for the reads
+# many times over, few enough that a stopped run hands little back.
+RESERVATION = 16
 
 
 @dataclass
@@ -104,6 +113,7 @@ class Dispatcher:
         lease: timedelta = DEFAULT_LEASE,
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
+        reservation: int = RESERVATION,
     ):
         self.store = store
         self.renderer = renderer
@@ -117,6 +127,11 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.limiter = limiter or RateLimiter(store)
         self.sender = parseaddr(self.schedule.sender.from_)[1]
+        self.reservation = reservation
+        self._reserved: deque[Claim] = deque()  # this connection's, in sending order
+        self._unrecorded: Sent | None = None  # accepted by SMTP, recorded with the next start
+        limits = self.schedule.rate_limit
+        self._paced = any((limits.per_second, limits.per_minute, limits.per_hour))
 
     # -- planning --------------------------------------------------------------------------
 
@@ -173,67 +188,117 @@ class Dispatcher:
         max_messages: int | None = None,
         stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Claim and send what is due at `run_now` until none is left or something says stop.
+        """Send what is due at `run_now` until none is left or something says stop.
 
         Separate from `run_once` so that several connections (campaign.pool) can drain the
-        same queue after one `sync`.
+        same queue after one `sync`. Before it returns, the last message sent is recorded
+        and whatever this connection reserved but did not start goes back to the queue.
         """
-        while max_messages is None or report.sent + report.failed < max_messages:
-            if stop is not None and stop():
-                break
-            report.paused = self.limiter.acquire(self.schedule.rate_limit, self.clock())
-            if report.paused:
-                log.info("paused: %s", report.paused)
-                break
-            claim = self.store.claim_next(self.campaign_id, run_now, self.worker, self.clock())
-            if claim is None:
-                break
-            if not self._deliver(claim, report):
-                break
+        try:
+            while max_messages is None or report.sent + report.failed < max_messages:
+                if self._paced:
+                    self._record_sent()  # the budgets count what the database says was sent
+                report.paused = self.limiter.acquire(self.schedule.rate_limit, self.clock())
+                if report.paused:
+                    log.info("paused: %s", report.paused)
+                    break
+                claim = self._next(run_now, report, max_messages)
+                if claim is None:
+                    break
+                if stop is not None and stop():
+                    self._reserved.appendleft(claim)
+                    break
+                if not self._deliver(claim, report):
+                    break
+        except BaseException:
+            self._finish(failing=True)
+            raise
+        self._finish()
 
-    def _deliver(self, claim: Claim, report: RunReport) -> bool:
-        """Send one claimed delivery. Returns False when the whole batch must stop."""
-        started = time.perf_counter()
-        lead = claim.lead  # read with the claim: no extra query per message
-        if lead is None or lead.status != "active" or self.schedule.step(claim.step_id) is None:
-            reason = f"lead {lead.status}" if lead else "lead deleted"
-            if lead is not None and self.schedule.step(claim.step_id) is None:
-                reason = "step removed from the schedule"
-            self.store.cancel(claim, reason, self.clock())
-            report.cancelled += 1
-            self._log(claim, "cancelled", None, started, reason)
-            if lead is not None and lead.status == "active":
-                # A worker on an older schedule planned a step since removed: plan the real
-                # next one, or the lead would wait forever for an email that never comes.
-                self.replan_lead(lead.id, self.clock())
-            return True
-        now = self.clock()
-        domain = self.renderer.sender_domain
-        message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
+    def _next(self, run_now: datetime, report: RunReport, max_messages: int | None) -> Claim | None:
+        """The next reserved delivery, reserving a new run of them when none is left."""
+        if not self._reserved:
+            room = self.reservation
+            if max_messages is not None:
+                room = min(room, max_messages - report.sent - report.failed)
+            self._reserved.extend(
+                self.store.reserve(self.campaign_id, run_now, self.worker, self.clock(), room)
+            )
+        return self._reserved.popleft() if self._reserved else None
+
+    def _record_sent(self) -> None:
+        if self._unrecorded is not None:
+            unrecorded, self._unrecorded = self._unrecorded, None
+            self.store.record_sent(unrecorded)
+
+    def _finish(self, failing: bool = False) -> None:
+        """Record the last message sent and give back the rows reserved but never started.
+
+        When the database is what failed, this fails too and must not hide the first error:
+        the unrecorded message stays `sending` (in doubt, never resent) and the next run's
+        `sync` takes the reservation back.
+        """
+        try:
+            self._record_sent()
+            self.store.release_reserved(list(self._reserved), self.clock())
+        except SQLAlchemyError as exc:
+            if not failing:
+                raise
+            log.warning("could not settle this connection's deliveries: %s", exc)
+        finally:
+            self._unrecorded = None
+            self._reserved.clear()
+
+    def _render(self, claim: Claim, message_id: str) -> tuple[bytes, bool] | str:
+        """The message's bytes and whether it needs SMTPUTF8, or why it cannot be built."""
+        lead = claim.lead
         try:
             email = self.renderer.render(
                 claim.step_id,
                 LeadView(lead.email, lead.first_name, lead.timezone or "", lead.attributes),
                 self.signer.links(lead.id, self.campaign_id, claim.step_id),
-                now=now,
+                now=self.clock(),
                 message_id=message_id,
             )
-            data, utf8 = email.message.data, email.message.utf8
         except (ValueError, TypeError, LookupError) as exc:
-            error = f"cannot build the message: {exc}"
-            self.store.record_failed(claim, error, None, now, None)
-            report.failed += 1
-            report.errors.append(f"{lead.email}: {error}")
-            self._log(claim, "failed", None, started, error)
+            return f"cannot build the message: {exc}"
+        return email.message.data, email.message.utf8
+
+    def _deliver(self, claim: Claim, report: RunReport) -> bool:
+        """Send one reserved delivery. Returns False when the whole batch must stop.
+
+        The message is rendered first, then one transaction records the previous message
+        as sent and starts this one (the last look: a lead who left is not mailed), and
+        only then does the SMTP transaction begin.
+        """
+        started = time.perf_counter()
+        lead = claim.lead  # read with the reservation: no extra query per message
+        domain = self.renderer.sender_domain
+        message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
+        built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
+        previous, self._unrecorded = self._unrecorded, None
+        outcome = self.store.start(claim, self.clock(), previous)
+        if outcome is Start.LEFT:
+            report.cancelled += 1
+            self._log(claim, "cancelled", None, started, "lead left the series")
+        if outcome is not Start.GO:
             return True
+        if built is None:
+            # A worker on an older schedule planned a step since removed: plan the real next
+            # one, or the lead would wait forever for an email that never comes.
+            self.store.cancel(claim, "step removed from the schedule", self.clock())
+            report.cancelled += 1
+            self._log(claim, "cancelled", None, started, "step removed from the schedule")
+            self.replan_lead(lead.id, self.clock())
+            return True
+        if isinstance(built, str):
+            self.store.record_failed(claim, built, None, self.clock(), None)
+            report.failed += 1
+            report.errors.append(f"{lead.email}: {built}")
+            self._log(claim, "failed", None, started, built)
+            return True
+        data, utf8 = built
         try:
-            # Last look before the point of no return: an unsubscribe that arrived after the
-            # claim is still honoured.
-            if self.store.lead_status(lead.id) != "active":
-                self.store.cancel(claim, "lead left the series before sending", now)
-                report.cancelled += 1
-                self._log(claim, "cancelled", None, started, "lead left the series")
-                return True
             self.transport.send(Envelope(self.sender, lead.email, data, utf8))
         except AccountRefused as exc:
             self.store.release(claim, str(exc), self.clock())
@@ -259,7 +324,8 @@ class Dispatcher:
             else None
         )
         following = self._following(state.with_sent(claim.step_id, sent_at)) if state else None
-        self.store.record_sent(claim, message_id, sent_at, following)
+        # Recorded with the next message's start (or when the run ends): one commit each.
+        self._unrecorded = Sent(claim, message_id, sent_at, following)
         report.sent += 1
         self._log(claim, "sent", 250, started)
         return True

@@ -2,13 +2,14 @@
 
 Building and serialising an `EmailMessage` costs more than the SMTP hop itself (~1.5–2 ms:
 every header is parsed back into a tree and refolded). A step's constant parts — From,
-Reply-To, List-Id, the multipart frame — are encoded once, by the email package itself; per
-message only the lead's headers are written, and both bodies are quoted-printable encoded
-by `binascii` (C). The output keeps the rules `EmailMessage(policy=SMTP)` follows: CRLF line
-ends, lines folded at 78 where a fold is possible and never over 998, non-ASCII header text
-as RFC 2047 encoded words (raw UTF-8 only in an SMTPUTF8 message, whose recipient address
-is not ASCII), bodies quoted-printable in UTF-8. Anything unusual (a display name that needs
-quoting, a long or non-ASCII subject) goes through the email package's own folding, so the
+Reply-To, List-Id, the multipart frame, and the body lines that hold no lead's values — are
+encoded once; per message only the lead's headers are written and only the body lines with
+a lead's values are quoted-printable encoded (by `binascii`, in C). The output keeps the
+rules `EmailMessage(policy=SMTP)` follows: CRLF line ends, lines folded at 78 where a fold
+is possible and never over 998, non-ASCII header text as RFC 2047 encoded words (raw UTF-8
+only in an SMTPUTF8 message, whose recipient address is not ASCII), bodies quoted-printable
+in UTF-8. Anything unusual (a display name that needs quoting, a long or non-ASCII subject)
+goes through the email package's own folding, so the
 fast path only ever handles text that needs no encoding at all.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import binascii
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.policy import SMTP, SMTPUTF8
@@ -105,10 +106,46 @@ def url_list(name: str, items: Sequence[str]) -> bytes:
     return "\r\n".join(lines).encode("ascii") + b"\r\n"
 
 
+def _qp_lines(lines: Sequence[bytes]) -> bytes:
+    return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
+
+
 def quoted_printable(text: str) -> bytes:
     """UTF-8, CRLF line ends and a final line break, as `EmailMessage.set_content` writes."""
-    lines = text.encode("utf-8").splitlines()
-    return binascii.b2a_qp(b"\r\n".join(lines) + b"\r\n", istext=True)
+    return _qp_lines(text.encode("utf-8").splitlines())
+
+
+class Body:
+    """A step's body with placeholders, quoted-printable encoded once except where a lead's
+    values go.
+
+    Quoted-printable encodes each line on its own (a soft break never crosses a line end),
+    so the constant lines, nearly all of them, are encoded when the step is compiled; per
+    message only the few lines holding a placeholder are filled in and encoded. The result
+    is byte for byte `quoted_printable` of the filled-in text.
+    """
+
+    def __init__(self, template: str, placeholder: re.Pattern[str]):
+        self.placeholder = placeholder
+        self._chunks: list[bytes | str] = []  # encoded constant runs, and lines to fill in
+        constant: list[bytes] = []
+        for line in template.encode("utf-8").splitlines():
+            if placeholder.search(text := line.decode("utf-8")):
+                if constant:
+                    self._chunks.append(_qp_lines(constant))
+                    constant = []
+                self._chunks.append(text)
+            else:
+                constant.append(line)
+        if constant or not self._chunks:
+            self._chunks.append(_qp_lines(constant))
+
+    def encode(self, fill: Callable[[re.Match[str]], str]) -> bytes:
+        sub = self.placeholder.sub
+        return b"".join(
+            chunk if isinstance(chunk, bytes) else quoted_printable(sub(fill, chunk))
+            for chunk in self._chunks
+        )
 
 
 class Skeleton:
@@ -130,18 +167,19 @@ class Skeleton:
         self._end = b"\r\n--" + boundary + b"--\r\n"
 
     def message(
-        self, headers: Sequence[bytes], text: str, html: str, utf8: bool = False
+        self, headers: Sequence[bytes], text: bytes, html: bytes, utf8: bool = False
     ) -> MimeMessage:
-        """The per-lead headers (already encoded) on top, then the constant ones and bodies."""
+        """The per-lead headers and both bodies, already encoded (`quoted_printable`, `Body`),
+        on top of and between the constant parts."""
         return MimeMessage(
             b"".join(
                 (
                     *headers,
                     self._head,
                     self._text,
-                    quoted_printable(text),
+                    text,
                     self._html,
-                    quoted_printable(html),
+                    html,
                     self._end,
                 )
             ),

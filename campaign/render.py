@@ -85,7 +85,9 @@ class CompiledStep:
     placeholders: tuple[str, ...]
     urls: tuple[str, ...]
     subject: jinja2.Template
-    token: str
+    placeholder: re.Pattern[str]
+    html_body: mime.Body  # the same HTML and text, quoted-printable encoded but for the
+    text_body: mime.Body  # lines with placeholders
 
     def fill(self, values: Mapping[str, str], escape: bool) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
@@ -341,6 +343,7 @@ class Renderer:
             raise TemplateProblem(
                 "schedules.yaml", None, f"steps {step.id!r} subject: {exc.message}"
             ) from exc
+        placeholder = re.compile(rf"PH{token}x(\d+)x")
         compiled = CompiledStep(
             step,
             number,
@@ -350,7 +353,9 @@ class Renderer:
             tuple(placeholders),
             tuple(urls),
             subject,
-            token,
+            placeholder,
+            mime.Body(inlined, placeholder),
+            mime.Body(text, placeholder),
         )
         self._render_subject(compiled, LeadView(email="preview@example.com"))
         return compiled
@@ -414,22 +419,31 @@ class Renderer:
         values[CONFIRM] = links.confirm
         for index, url in enumerate(compiled.urls):
             values[f"click.{index}"] = links.click(index, url)
-        pattern = re.compile(rf"PH{compiled.token}x(\d+)x")
-        body_html = pattern.sub(compiled.fill(values, escape=True), compiled.html)
-        body_text = pattern.sub(compiled.fill(values, escape=False), compiled.text)
+        fill_html = compiled.fill(values, escape=True)
+        fill_text = compiled.fill(values, escape=False)
         subject = self._render_subject(compiled, lead)
         message = self._message(
-            compiled, lead, subject, body_html, body_text, links, now, message_id
+            compiled,
+            lead,
+            subject,
+            (compiled.html_body.encode(fill_html), compiled.text_body.encode(fill_text)),
+            links,
+            now,
+            message_id,
         )
-        return RenderedEmail(subject, body_html, body_text, message)
+        return RenderedEmail(
+            subject,
+            compiled.placeholder.sub(fill_html, compiled.html),
+            compiled.placeholder.sub(fill_text, compiled.text),
+            message,
+        )
 
     def _message(
         self,
         compiled: CompiledStep,
         lead: LeadView,
         subject: str,
-        body_html: str,
-        body_text: str,
+        bodies: tuple[bytes, bytes],
         links: Links,
         now: datetime,
         message_id: str | None,
@@ -447,7 +461,8 @@ class Renderer:
         ]
         if links.unsubscribe.startswith("https://"):
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
-        return self._skeleton(compiled.step).message(headers, body_text, body_html, utf8)
+        html, text = bodies
+        return self._skeleton(compiled.step).message(headers, text, html, utf8)
 
     def _skeleton(self, step: Step) -> mime.Skeleton:
         """The step's constant headers, encoded once by the email package itself."""

@@ -1,14 +1,18 @@
 """The lead store: leads, enrollments and deliveries, on SQLite or PostgreSQL through one code path.
 
 The database is the single source of truth and the arbiter between workers: a delivery row
-is unique per (lead, campaign, step), and a worker claims one row (status `sending`,
-committed) just before its SMTP transaction, so a crash leaves at most one message per
-worker in doubt. PostgreSQL claims with `FOR UPDATE SKIP LOCKED`; SQLite serialises writers
-with `BEGIN IMMEDIATE`. No transaction is open while talking to SMTP.
+is unique per (lead, campaign, step). A worker reserves a short run of due rows at once
+(status `claimed`: taken from the queue, not yet attempted) and then starts them one at a
+time: a row turns `sending`, committed, just before its SMTP transaction, and only after
+the previous row of that connection was settled. So a crash leaves at most one message per
+connection in doubt, and the reserved rows behind it simply go back to the queue.
+PostgreSQL reserves with `FOR UPDATE SKIP LOCKED`; SQLite serialises writers with
+`BEGIN IMMEDIATE`. No transaction is open while talking to SMTP.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import threading
 import time
@@ -35,6 +39,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    exists,
     func,
     insert,
     literal_column,
@@ -53,8 +58,9 @@ MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating 
 
 # `pending`: signed up on the web with double opt-in, waiting for the confirmation click.
 LEAD_STATUSES = ("active", "pending", "unsubscribed", "bounced", "converted")
-DELIVERY_STATUSES = ("pending", "sending", "sent", "failed", "unknown", "cancelled")
-OPEN_STATUSES = ("pending", "sending")
+DELIVERY_STATUSES = ("pending", "claimed", "sending", "sent", "failed", "unknown", "cancelled")
+OPEN_STATUSES = ("pending", "claimed", "sending")
+QUEUED = ("pending", "claimed")  # planned and not yet attempted: a replan or a leaver may drop it
 PENDING = literal_column("'pending'")  # inline, as in the partial index's WHERE clause
 
 metadata = MetaData()
@@ -154,8 +160,8 @@ conversions = Table(
 # -- the per-message statements, built once: building one costs more than running it --------
 
 
-def _due(campaign: Any, now: Any) -> Select:
-    """The next due delivery of an active lead, in claim order (served by ix_deliveries_due).
+def _due(campaign: Any, now: Any, limit: Any) -> Select:
+    """The next due deliveries of active leads, in claim order (served by ix_deliveries_due).
 
     `'pending'` is a literal so the partial index matches even in a generic prepared plan.
     """
@@ -169,23 +175,24 @@ def _due(campaign: Any, now: Any) -> Select:
             leads.c.status == "active",
         )
         .order_by(deliveries.c.due_at, deliveries.c.id)
-        .limit(1)
+        .limit(limit)
         .with_for_update(skip_locked=True, of=deliveries)
     )
 
 
-def _claim(candidate: Select) -> Update:
+def _reserve(candidates: Select) -> Update:
+    """Take rows out of the queue for one connection. `attempts` is not counted yet: a
+    reserved row that is never started goes back untouched.
+
+    The rows are matched by id alone, so that SQLite looks each one up by its key rather
+    than scanning every pending row; they are still pending when updated, because the
+    candidates are read under the same lock (`BEGIN IMMEDIATE`, `FOR UPDATE`).
+    """
     now = bindparam("claim_now", type_=DateTime)
     return (
         update(deliveries)
-        .where(deliveries.c.id == candidate.scalar_subquery(), deliveries.c.status == PENDING)
-        .values(
-            status="sending",
-            claimed_at=now,
-            claimed_by=bindparam("claim_worker"),
-            attempts=deliveries.c.attempts + 1,
-            updated_at=now,
-        )
+        .where(deliveries.c.id.in_(candidates))
+        .values(status="claimed", claimed_at=now, claimed_by=bindparam("claim_worker"))
         .returning(
             deliveries.c.id,
             deliveries.c.lead_id,
@@ -197,31 +204,62 @@ def _claim(candidate: Select) -> Update:
     )
 
 
-DUE = _due(bindparam("campaign", type_=String), bindparam("due_before", type_=DateTime))
-CLAIM = _claim(DUE)
-LEAD_AND_ENROLLMENT = (
+DUE = _due(
+    bindparam("campaign", type_=String),
+    bindparam("due_before", type_=DateTime),
+    bindparam("limit", type_=Integer),
+)
+RESERVE = _reserve(DUE)
+LEADS_AND_ENROLLMENTS = (
     select(leads, enrollments.c.enrolled_at)
     .outerjoin(
         enrollments,
         (enrollments.c.lead_id == leads.c.id)
         & (enrollments.c.campaign_id == bindparam("campaign")),
     )
-    .where(leads.c.id == bindparam("lead"))
+    .where(leads.c.id.in_(bindparam("leads", expanding=True)))
+)
+PAST = ("pending", "claimed", "cancelled")  # not history: planned, or never attempted
+HISTORY_COLUMNS = (
+    deliveries.c.step_id,
+    deliveries.c.status,
+    func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at),
 )
 HISTORY = (
-    select(
-        deliveries.c.step_id,
-        deliveries.c.status,
-        func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at),
-    )
+    select(*HISTORY_COLUMNS)
     .where(
         deliveries.c.lead_id == bindparam("lead"),
         deliveries.c.campaign_id == bindparam("campaign"),
-        deliveries.c.status.not_in(("pending", "cancelled")),
+        deliveries.c.status.not_in(PAST),
     )
     .order_by(deliveries.c.id)
 )
-LEAD_STATUS = select(leads.c.status).where(leads.c.id == bindparam("lead"))
+HISTORIES = (
+    select(deliveries.c.lead_id, *HISTORY_COLUMNS)
+    .where(
+        deliveries.c.lead_id.in_(bindparam("leads", expanding=True)),
+        deliveries.c.campaign_id == bindparam("campaign"),
+        deliveries.c.status.not_in(PAST),
+    )
+    .order_by(deliveries.c.id)
+)
+# The point of no return: a reserved row becomes the connection's one message in flight,
+# only if it is still this worker's and its lead is still in the series (the last look).
+START = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == bindparam("delivery"),
+        deliveries.c.status == "claimed",
+        deliveries.c.claimed_by == bindparam("worker"),
+        exists().where(leads.c.id == deliveries.c.lead_id, leads.c.status == "active"),
+    )
+    .values(
+        status="sending",
+        claimed_at=bindparam("start_now", type_=DateTime),
+        attempts=deliveries.c.attempts + 1,
+        updated_at=bindparam("start_now", type_=DateTime),
+    )
+)
 MARK_SENT = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery"))
@@ -277,18 +315,37 @@ class Lead:
 
 @dataclass(frozen=True)
 class Claim:
-    """A delivery this worker now owns: committed as `sending` before any SMTP traffic."""
+    """A delivery reserved by `worker`; it is sent only once `Store.start` says `GO`."""
 
     delivery_id: int
     lead_id: int
     campaign_id: str
     step_id: str
-    attempts: int
+    attempts: int  # this attempt's number, counted when the row is started
     due_at: datetime
-    # Read in the claiming transaction, so sending needs no further reads to plan what's next.
-    lead: Lead | None = None
-    enrolled_at: datetime | None = None
-    history: tuple[tuple[str, str, datetime], ...] = ()
+    worker: str
+    # Read in the reserving transaction, so sending needs no further reads to plan what's next.
+    lead: Lead
+    enrolled_at: datetime | None
+    history: tuple[tuple[str, str, datetime], ...]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message the SMTP server accepted, with the step the planner chose to follow it."""
+
+    claim: Claim
+    message_id: str
+    sent_at: datetime
+    following: PlannedDelivery | None
+
+
+class Start(enum.Enum):
+    """What `Store.start` found when it tried to put a reserved row in flight."""
+
+    GO = "go"  # now `sending`: hand it to SMTP
+    LEFT = "left"  # the lead left the series since the reservation, which cancelled it
+    GONE = "gone"  # no longer this worker's: a replan or another run's sync took it back
 
 
 @dataclass(frozen=True)
@@ -555,7 +612,7 @@ class Store:
         if changed and status != "active":
             conn.execute(
                 update(deliveries)
-                .where(deliveries.c.lead_id == lead_id, deliveries.c.status == "pending")
+                .where(deliveries.c.lead_id == lead_id, deliveries.c.status.in_(QUEUED))
                 .values(
                     status="cancelled", last_error=f"lead {status}: {reason}", updated_at=to_db(now)
                 )
@@ -727,7 +784,7 @@ class Store:
                 )
             ).first():
                 return  # in flight: the outcome will plan what comes next
-            pending = deliveries.c.status == "pending"
+            pending = deliveries.c.status.in_(QUEUED)  # a reserved row is taken back too
             stale = [
                 deliveries.c.lead_id == lead_id,
                 deliveries.c.campaign_id == campaign_id,
@@ -746,7 +803,7 @@ class Store:
                     deliveries.c.step_id == planned.step_id,
                     pending,
                 )
-                .values(due_at=to_db(planned.due_at), updated_at=to_db(now))
+                .values(**UNCLAIMED, due_at=to_db(planned.due_at), updated_at=to_db(now))
             ).rowcount
             if not changed:
                 self._insert_planned(conn, lead_id, campaign_id, planned, now)
@@ -778,79 +835,113 @@ class Store:
 
     # -- the queue -------------------------------------------------------------------------
 
-    def claim_next(
-        self,
-        campaign_id: str,
-        due_before: datetime,
-        worker: str,
-        claimed_at: datetime | None = None,
-    ) -> Claim | None:
-        """Claim the most overdue pending delivery (due by `due_before`) of an active lead.
+    def reserve(
+        self, campaign_id: str, due_before: datetime, worker: str, now: datetime, limit: int
+    ) -> list[Claim]:
+        """Take up to `limit` of the most overdue pending deliveries of active leads (due by
+        `due_before`) out of the queue for one connection, in the order to send them.
 
-        `claimed_at` is the moment of the claim itself, not the start of the batch: the lease
-        counts from it, so a long batch never has its fresh claims taken for stale ones.
-        The claim also reads the lead, its enrollment and its history (same transaction), so
-        the dispatcher needs no other read to send and to plan the next step.
+        One transaction also reads their leads, enrollments and histories, so that sending
+        needs no other read to render and to plan each lead's next step. Nothing is in doubt
+        yet: a reserved row that is never started goes back to the queue when released or
+        when its lease runs out.
         """
         params = {
             "campaign": campaign_id,
             "due_before": to_db(due_before),
-            "claim_now": to_db(claimed_at or due_before),
+            "limit": limit,
+            "claim_now": to_db(now),
             "claim_worker": worker,
         }
         with self.tx() as conn:
-            row = conn.execute(CLAIM, params).first()
-            if row is None:
-                return None
-            lead = (
-                conn.execute(
-                    LEAD_AND_ENROLLMENT, {"lead": row.lead_id, "campaign": row.campaign_id}
-                )
-                .mappings()
-                .first()
+            rows = sorted(conn.execute(RESERVE, params).all(), key=lambda r: (r.due_at, r.id))
+            if not rows:
+                return []
+            ids = sorted({row.lead_id for row in rows})
+            found = conn.execute(LEADS_AND_ENROLLMENTS, {"leads": ids, "campaign": campaign_id})
+            people = {row["id"]: row for row in found.mappings()}
+            histories: dict[int, list[tuple[str, str, datetime]]] = {i: [] for i in ids}
+            past = conn.execute(HISTORIES, {"leads": ids, "campaign": campaign_id})
+            for lead_id, step_id, status, at in past:
+                histories[lead_id].append((step_id, status, from_db(at)))
+        return [
+            Claim(
+                row.id,
+                row.lead_id,
+                row.campaign_id,
+                row.step_id,
+                row.attempts + 1,
+                from_db(row.due_at),
+                worker,
+                _lead(people[row.lead_id]),  # the reservation only takes active leads' rows
+                from_db(people[row.lead_id]["enrolled_at"]),
+                tuple(histories[row.lead_id]),
             )
-            history = tuple(self._history(conn, row.lead_id, row.campaign_id))
-        return Claim(
-            row.id,
-            row.lead_id,
-            row.campaign_id,
-            row.step_id,
-            row.attempts,
-            from_db(row.due_at),
-            _lead(lead) if lead else None,
-            from_db(lead["enrolled_at"]) if lead else None,
-            history,
-        )
+            for row in rows
+        ]
 
-    def lead_status(self, lead_id: int) -> str | None:
-        with self.engine.connect() as conn:
-            return conn.execute(LEAD_STATUS, {"lead": lead_id}).scalar()
+    def start(self, claim: Claim, now: datetime, after: Sent | None = None) -> Start:
+        """Put a reserved row in flight, committed before any SMTP traffic, and record the
+        connection's previous message (`after`) in the same transaction: one commit per
+        message, and still one message in flight."""
+        with self.tx() as conn:
+            if after is not None:
+                self._record_sent(conn, after)
+            return self._start(conn, claim, now)
 
-    def record_sent(
-        self, claim: Claim, message_id: str, sent_at: datetime, following: PlannedDelivery | None
-    ) -> None:
-        """Mark the delivery sent and plan the next step, in one transaction."""
+    def _start(self, conn: Connection, claim: Claim, now: datetime) -> Start:
+        params = {"delivery": claim.delivery_id, "worker": claim.worker, "start_now": to_db(now)}
+        if conn.execute(START, params).rowcount:
+            return Start.GO
+        status = conn.execute(
+            select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
+        ).scalar()
+        return Start.LEFT if status == "cancelled" else Start.GONE
+
+    def release_reserved(self, claims: Sequence[Claim], now: datetime) -> None:
+        """Put reserved rows that were never started back in the queue, as they were."""
+        if not claims:
+            return
         with self.tx() as conn:
             conn.execute(
-                MARK_SENT,
-                {
-                    "delivery": claim.delivery_id,
-                    "sent_message_id": message_id,
-                    "sent_now": to_db(sent_at),
-                },
-            )
-            if following is not None:
-                self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, sent_at)
-            else:
-                conn.execute(
-                    update(enrollments)
-                    .where(
-                        enrollments.c.lead_id == claim.lead_id,
-                        enrollments.c.campaign_id == claim.campaign_id,
-                        enrollments.c.state == "active",
-                    )
-                    .values(state="completed")
+                update(deliveries)
+                .where(
+                    deliveries.c.id.in_([claim.delivery_id for claim in claims]),
+                    deliveries.c.status == "claimed",
+                    deliveries.c.claimed_by == claims[0].worker,
                 )
+                .values(**UNCLAIMED, updated_at=to_db(now))
+            )
+
+    def record_sent(self, sent: Sent) -> None:
+        """Mark the delivery sent and plan the lead's next step, in one transaction."""
+        with self.tx() as conn:
+            self._record_sent(conn, sent)
+
+    def _record_sent(self, conn: Connection, sent: Sent) -> None:
+        claim = sent.claim
+        conn.execute(
+            MARK_SENT,
+            {
+                "delivery": claim.delivery_id,
+                "sent_message_id": sent.message_id,
+                "sent_now": to_db(sent.sent_at),
+            },
+        )
+        if sent.following is not None:
+            self._insert_planned(
+                conn, claim.lead_id, claim.campaign_id, sent.following, sent.sent_at
+            )
+        else:
+            conn.execute(
+                update(enrollments)
+                .where(
+                    enrollments.c.lead_id == claim.lead_id,
+                    enrollments.c.campaign_id == claim.campaign_id,
+                    enrollments.c.state == "active",
+                )
+                .values(state="completed")
+            )
 
     def record_retry(
         self, claim: Claim, error: str, code: int | None, retry_at: datetime, now: datetime
@@ -873,7 +964,8 @@ class Store:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
 
     def release(self, claim: Claim, error: str, now: datetime) -> None:
-        """Give a claim back untouched (the whole account was refused, not this message)."""
+        """Give a started claim back untouched (the whole account was refused, not this
+        message)."""
         self._settle(claim, now, **UNCLAIMED, attempts=deliveries.c.attempts - 1, last_error=error)
 
     def cancel(self, claim: Claim, reason: str, now: datetime) -> None:
@@ -884,9 +976,20 @@ class Store:
             conn.execute(_settled(claim, now, **values))
 
     def expire_leases(self, now: datetime, lease: timedelta) -> list[tuple[int, str]]:
-        """Claims older than the lease are in doubt: mark them `unknown`, never resend them."""
+        """Started claims older than the lease are in doubt: mark them `unknown`, never resend
+        them.
+
+        Reserved rows were never started, so they all go back to the queue at once, whatever
+        their age: a crashed worker's reservation waits for no lease. Taking back a live
+        worker's reservation is harmless too, since `start` checks the row is still its own.
+        """
         cutoff = to_db(now - lease)
         with self.tx() as conn:
+            conn.execute(  # reserved, never started: nothing was sent, back to the queue
+                update(deliveries)
+                .where(deliveries.c.status == "claimed")
+                .values(**UNCLAIMED, updated_at=to_db(now))
+            )
             rows = conn.execute(
                 update(deliveries)
                 .where(deliveries.c.status == "sending", deliveries.c.claimed_at < cutoff)

@@ -33,6 +33,7 @@ NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)
 SKELETON = mime.Skeleton(
     [("From", "Evergreen Acupuncture <care@example.com>"), ("X-Campaign-Step", "series/step")]
 )
+QP = mime.quoted_printable
 # Names and subjects as leads and marketers type them: accents, quotes, commas, emoji.
 TEXT = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=120)
 
@@ -60,7 +61,7 @@ def test_any_name_and_subject_read_back_as_from_the_email_package(name: str, sub
     standard library's folding can add a space inside a long encoded name; so do we)."""
     name, subject = one_line(name), one_line(subject) or "x"
     headers = [mime.address("To", name, "sam@example.org"), mime.unstructured("Subject", subject)]
-    data = SKELETON.message(headers, "text\n", "<p>html</p>\n").data
+    data = SKELETON.message(headers, QP("text\n"), QP("<p>html</p>\n")).data
     assert_wire_rules(data)
     reference = EmailMessage(policy=mime.SMTP)
     reference["To"] = Address(display_name=name, addr_spec="sam@example.org")
@@ -77,13 +78,40 @@ def test_any_name_and_subject_read_back_as_from_the_email_package(name: str, sub
 @settings(max_examples=100, deadline=None)
 @given(body=st.text(st.characters(blacklist_categories=("Cs",)), max_size=400))
 def test_any_body_reads_back_unchanged(body: str) -> None:
-    data = SKELETON.message([mime.unstructured("Subject", "hi")], body, body).data
+    data = SKELETON.message([mime.unstructured("Subject", "hi")], QP(body), QP(body)).data
     assert_wire_rules(data)
     parts = list(parse(data).iter_parts())
     # Line breaks are normalised the way bytes.splitlines() sees them, as EmailMessage does.
     expected = "\n".join(line.decode() for line in body.encode().splitlines()) + "\n"
     for part in parts:
         assert part.get_content().replace("\r\n", "\n") == expected
+
+
+PLACEHOLDER = re.compile(r"PHx(\d+)x")
+LINE_PIECES = st.lists(
+    st.one_of(
+        st.text(st.characters(blacklist_categories=("Cs",)), max_size=90),
+        st.sampled_from(["PHx0x", "PHx1x", "\n", "\r\n", " \n", "=", "\t"]),
+    ),
+    max_size=30,
+)
+VALUES = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40), min_size=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=LINE_PIECES, values=VALUES)
+def test_a_body_encoded_once_per_step_is_byte_for_byte_the_whole_body_encoded(
+    pieces: list[str], values: list[str]
+) -> None:
+    """Only lines with a placeholder are encoded per lead; the bytes must not show it, even
+    with long lines, trailing spaces, `=` signs, tabs, line breaks inside a value and
+    non-ASCII on either side of a placeholder."""
+    template = "".join(pieces)
+
+    def fill(match: re.Match[str]) -> str:
+        return values[int(match.group(1))]
+
+    assert mime.Body(template, PLACEHOLDER).encode(fill) == QP(PLACEHOLDER.sub(fill, template))
 
 
 @pytest.mark.parametrize(
@@ -121,7 +149,7 @@ def test_long_unsubscribe_url_stays_literal() -> None:
     url = "https://links.example.com/u/" + "WzEyMzQ1LCJhY3VwdW5jdHVyZSJd" * 4
     raw = mime.url_list("List-Unsubscribe", [f"<{url}>", "<mailto:desk@example.com>"])
     assert f"<{url}>".encode() in raw and b"=?" not in raw
-    message = parse(SKELETON.message([raw], "t", "h").data)
+    message = parse(SKELETON.message([raw], QP("t"), QP("h")).data)
     assert re.findall(r"<([^>]+)>", str(message["List-Unsubscribe"])) == [
         url,
         "mailto:desk@example.com",

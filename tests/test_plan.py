@@ -18,7 +18,7 @@ from marketer_support import block, dump_tables, lines_of, run_cli, seed_march, 
 
 from campaign.planner import LeadState, in_window, lead_zone
 from campaign.schedule import load_schedule
-from campaign.store import Store
+from campaign.store import Start, Store
 from campaign.timeline import (
     LeadPlan,
     PlannedEmail,
@@ -149,8 +149,10 @@ def test_retry_time_from_the_store_is_used(schedule_copy, store_path: Path) -> N
     """A pending row moved by a retry is when the email will really be tried."""
     loaded = load_schedule(schedule_copy.path)
     store = Store.open(f"sqlite:///{store_path}")
-    claim = store.claim_next("acupuncture-back-pain", utc(2026, 3, 9, 9, 0), "test")
-    assert claim is not None and claim.step_id == "mechanisms"  # James's step 1
+    at = utc(2026, 3, 9, 9, 0)
+    claim = store.reserve("acupuncture-back-pain", at, "test", at, 1)[0]
+    assert store.start(claim, at) is Start.GO
+    assert claim.step_id == "mechanisms"  # James's step 1
     store.record_retry(claim, "421 try later", 421, utc(2026, 3, 9, 9, 7), utc(2026, 3, 9, 9, 0))
     emails, notes = plan_store(
         store, loaded.schedule, utc(2026, 3, 9, 9, 1), email="james@example.com"

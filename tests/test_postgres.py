@@ -248,7 +248,7 @@ def test_due_query_walks_the_partial_index(backend: Backend) -> None:
         )
         conn.execute(text("ANALYZE"))
         compiled = DUE.compile(dialect=conn.dialect)
-        values = compiled.construct_params({"campaign": CAMPAIGN, "due_before": stamp})
+        values = compiled.construct_params({"campaign": CAMPAIGN, "due_before": stamp, "limit": 1})
         if backend.kind == "sqlite":
             plan = conn.exec_driver_sql(
                 f"EXPLAIN QUERY PLAN {compiled}",

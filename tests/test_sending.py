@@ -23,10 +23,8 @@ from sending_support import (
     without_urls,
 )
 
-from campaign.dispatch import RunReport
 from campaign.render import LeadView, Renderer
-from campaign.store import PlannedDelivery
-from campaign.transport import SmtpTransport
+from campaign.store import PlannedDelivery, Start
 
 pytest_plugins = ("sending_support",)
 
@@ -205,31 +203,70 @@ def test_lead_who_left_gets_nothing_more(campaign: Campaign, status: str) -> Non
 
 
 def test_unsubscribe_after_the_claim_cancels_the_send(campaign: Campaign) -> None:
-    (lead_id,) = campaign.enroll(DAY0, ("late@example.com", "Late", None))
-    engine = campaign.engine()
-    with SmtpTransport(engine.smtp) as transport:
-        dispatcher = engine.dispatcher(transport)
-        claim = campaign.store.claim_next(dispatcher.campaign_id, DAY0, "test")
-        assert claim is not None and claim.lead_id == lead_id
-        campaign.store.set_lead_status(lead_id, "unsubscribed", "clicked the link", DAY0)
-        report = RunReport()
-        assert dispatcher._deliver(claim, report) is True
-    assert report.cancelled == 1 and report.sent == 0
-    assert campaign.catcher.messages == []
-    assert [r["status"] for r in campaign.deliveries()] == ["cancelled"]
-    assert campaign.send_due(DAY0 + WEEK).sent == 0
+    """A lead who leaves while their email waits in a connection's reservation gets nothing."""
+    _, late = campaign.enroll(
+        DAY0, ("first@example.com", "First", None), ("late@example.com", "Late", None)
+    )
+    seen: list[str] = []
+
+    def unsubscribe_late(_message: object) -> None:  # the first email is arriving right now
+        (row,) = [r for r in campaign.deliveries() if r["email"] == "late@example.com"]
+        seen.append(row["status"])
+        campaign.store.set_lead_status(late, "unsubscribed", "clicked the link", DAY0)
+
+    campaign.handler.on_message = unsubscribe_late
+    report = campaign.send_due(DAY0)
+    assert seen == ["claimed"], "the second email was reserved before the lead left"
+    assert report.sent == 1 and report.cancelled == 1, report
+    assert [rcpt for rcpt, _ in campaign.received()] == ["first@example.com"]
+    assert {r["email"]: r["status"] for r in campaign.deliveries() if r["attempts"]} == {
+        "first@example.com": "sent"
+    }
+    assert campaign.deliveries("cancelled")[0]["email"] == "late@example.com"
+    campaign.handler.on_message = None
+    assert campaign.send_due(DAY0 + WEEK).sent == 1
 
 
 def test_lease_counts_from_each_claim_not_from_the_start_of_the_batch(campaign: Campaign) -> None:
     """A batch that runs longer than the lease must not see its own fresh claims as stale."""
     campaign.enroll(DAY0, ("slow@example.com", "Slow", None))
     later = DAY0 + timedelta(minutes=30)  # the batch started at DAY0 and is still going
-    claim = campaign.store.claim_next("acupuncture-back-pain", DAY0, "test", claimed_at=later)
-    assert claim is not None
+    (claim,) = campaign.store.reserve("acupuncture-back-pain", DAY0, "test", DAY0, 1)
+    assert campaign.store.start(claim, later) is Start.GO
     assert campaign.store.expire_leases(later + timedelta(minutes=5), timedelta(minutes=10)) == []
     assert [r["status"] for r in campaign.deliveries()] == ["sending"]
     expired = campaign.store.expire_leases(later + timedelta(minutes=11), timedelta(minutes=10))
     assert expired == [(claim.lead_id, "acupuncture-back-pain")]
+
+
+def test_a_reservation_taken_back_is_never_started(campaign: Campaign) -> None:
+    """Rows reserved by a worker that died go back to the queue at the next run, lease or not,
+    and the dead worker could no longer start them: nobody gets an email twice."""
+    campaign.enroll(DAY0, ("ann@example.com", "Ann", None), ("bo@example.com", "Bo", None))
+    held = campaign.store.reserve("acupuncture-back-pain", DAY0, "gone-worker", DAY0, 5)
+    assert [r["status"] for r in campaign.deliveries()] == ["claimed", "claimed"]
+    assert campaign.send_due(DAY0).sent == 2
+    assert [campaign.store.start(claim, DAY0) for claim in held] == [Start.GONE, Start.GONE]
+    assert sorted(rcpt for rcpt, _ in campaign.received()) == [
+        "ann@example.com",
+        "bo@example.com",
+    ]
+    assert {r["status"] for r in campaign.deliveries()} == {"sent", "pending"}  # step 2 planned
+
+
+def test_a_run_stopped_early_hands_its_reservation_back(campaign: Campaign) -> None:
+    """`max_messages` stops mid-reservation: the rest is pending again, no attempt counted,
+    nothing left `claimed` or `sending` (which would later pass for a message in doubt)."""
+    campaign.enroll(DAY0, *((f"lead{n}@example.com", f"Lead{n}", None) for n in range(10)))
+    campaign.clock[0] = DAY0
+    report = campaign.engine().send_due(max_messages=3)
+    assert report.sent == 3 and report.ok
+    rows = [r for r in campaign.deliveries() if r["step_id"] == "mechanisms"]
+    assert Counter(r["status"] for r in rows) == {"sent": 3, "pending": 7}
+    assert {r["attempts"] for r in rows if r["status"] == "pending"} == {0}
+    assert all(r["claimed_by"] is None for r in rows if r["status"] == "pending")
+    assert campaign.send_due(DAY0).sent == 7
+    assert Counter(rcpt for rcpt, _ in campaign.received()).most_common(1)[0][1] == 1
 
 
 # -- schedule edits ------------------------------------------------------------------------

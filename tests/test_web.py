@@ -261,7 +261,7 @@ def test_unsubscribe_between_claim_and_smtp_is_honoured(
     render = renderer.render
 
     def unsubscribe_then_render(*args: Any, **kwargs: Any) -> Any:
-        claimed = web.rows("SELECT step_id FROM deliveries WHERE status = 'sending'")
+        claimed = web.rows("SELECT step_id FROM deliveries WHERE status = 'claimed'")
         assert [row["step_id"] for row in claimed] == ["pain-types"]
         assert web.client.post(url, data=ONE_CLICK).status_code == 200
         return render(*args, **kwargs)
