@@ -139,12 +139,19 @@ class Body:
                 constant.append(line)
         if constant or not self._chunks:
             self._chunks.append(_qp_lines(constant))
+        # A last line with no line break after it is no line at all once it fills in empty,
+        # exactly as `splitlines` reads the whole text.
+        self._open_end = len(self._chunks) > 1 and template[-1] not in "\r\n"
 
     def encode(self, fill: Callable[[re.Match[str]], str]) -> bytes:
-        sub = self.placeholder.sub
-        return b"".join(
-            chunk if isinstance(chunk, bytes) else quoted_printable(sub(fill, chunk))
+        parts = [
+            chunk if isinstance(chunk, bytes) else self.placeholder.sub(fill, chunk)
             for chunk in self._chunks
+        ]
+        if self._open_end and parts[-1] == "":
+            parts.pop()
+        return b"".join(
+            part if isinstance(part, bytes) else quoted_printable(part) for part in parts
         )
 
 

@@ -136,7 +136,7 @@ class LivePreview:
         found = [PickerLead(key, label, view) for key, label, view in SAMPLES]
         if self.store is None:
             return found
-        with self.store.engine.connect() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(
                 select(
                     leads.c.id,

@@ -56,7 +56,7 @@ class Funnel:
 
 
 def _enrolled(store: Store, campaign_id: str) -> int:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return (
             conn.execute(
                 select(func.count())
@@ -68,7 +68,7 @@ def _enrolled(store: Store, campaign_id: str) -> int:
 
 
 def _unattributed_conversions(store: Store, campaign_id: str) -> int:
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return (
             conn.execute(
                 select(func.count())
@@ -83,7 +83,7 @@ def _unsubscribes(store: Store, campaign_id: str) -> dict[str, int]:
     """Unsubscribed leads per step: the last email sent to them before they left."""
     joined = and_(enrollments.c.lead_id == leads.c.id, enrollments.c.campaign_id == campaign_id)
     gone_filter = leads.c.status == "unsubscribed"
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         gone = conn.execute(
             select(leads.c.id, leads.c.status_at).join(enrollments, joined).where(gone_filter)
         ).all()

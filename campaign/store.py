@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import json
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -51,6 +50,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
+
+from .writelock import WriteLock
 
 SCHEMA_VERSION = 1
 IDLE_PING_AFTER = 2.0  # seconds idle after which a pooled connection is checked before use
@@ -367,22 +368,23 @@ class NewLead:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL for readers beside one writer; `BEGIN IMMEDIATE` so writers queue instead of failing."""
+    """WAL for readers beside one writer, and transactions begun by the store itself.
+
+    pysqlite's own transaction handling would begin a transaction only at the first write,
+    so the store turns it off and says BEGIN itself (`Store.read`, `Store.tx`). Not through
+    SQLAlchemy's `begin` event: any connection event makes every statement dispatch the
+    execution events too, which cost a fifth of the database time of a send.
+    """
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # let SQLAlchemy's begin event issue BEGIN
+        dbapi_connection.isolation_level = None  # the store issues BEGIN itself: read(), tx()
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        writing = connection.get_execution_options().get("writing", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
 
 
 def _ping_when_idle(engine: Engine) -> None:
@@ -415,11 +417,13 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._plan = self._insert(deliveries).on_conflict_do_nothing()
-        # SQLite has one writer at a time: threads of this process queue on a lock instead of
-        # polling SQLite's busy handler (which sleeps in steps of milliseconds).
-        self._writer: AbstractContextManager[Any] = (
-            threading.RLock() if self.is_sqlite else nullcontext()
-        )
+        # SQLite has one writer at a time: writers queue (campaign.writelock) instead of
+        # polling SQLite's busy handler, which sleeps in steps of milliseconds.
+        self._writer: AbstractContextManager[Any] = nullcontext()
+        if self.is_sqlite:
+            database = engine.url.database
+            on_disk = database and database != ":memory:" and not database.startswith("file:")
+            self._writer = WriteLock(f"{database}-lock" if on_disk else None)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -438,14 +442,24 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer, WriteLock):
+            self._writer.close()
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """A write transaction (on SQLite, `BEGIN IMMEDIATE`: writers queue, never deadlock)."""
-        with self._writer, self.engine.connect() as conn:
-            conn = conn.execution_options(writing=True)
-            with conn.begin():
-                yield conn
+        with self._writer, self.engine.connect() as conn, conn.begin():
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction: every statement in it sees the same committed state."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN")
+            yield conn
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -486,7 +500,7 @@ class Store:
         )
 
     def get_meta(self, key: str) -> str | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
 
     def init_meta(self, key: str, value: str) -> None:
@@ -574,12 +588,12 @@ class Store:
         return [(known[lead.email], lead.email in created) for lead in new]
 
     def lead(self, lead_id: int) -> Lead | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             row = conn.execute(select(leads).where(leads.c.id == lead_id)).mappings().first()
         return _lead(row) if row else None
 
     def lead_by_email(self, email: str) -> Lead | None:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             row = conn.execute(select(leads).where(leads.c.email == email)).mappings().first()
         return _lead(row) if row else None
 
@@ -705,7 +719,7 @@ class Store:
 
     def attributed_step(self, lead_id: int, campaign_id: str) -> str | None:
         """The step a conversion is credited to: the last one clicked, else the last one sent."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             clicked = conn.execute(
                 select(clicks.c.step_id)
                 .where(clicks.c.lead_id == lead_id, clicks.c.campaign_id == campaign_id)
@@ -729,7 +743,7 @@ class Store:
 
     def enrollment(self, lead_id: int, campaign_id: str) -> tuple[datetime, list[tuple]] | None:
         """When the lead joined and its past deliveries (not the pending plan)."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             enrolled = conn.execute(
                 select(enrollments.c.enrolled_at).where(
                     enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
@@ -750,7 +764,7 @@ class Store:
         """Ids of every lead still in the series, in batches, for replanning after an edit."""
         last = 0
         while True:
-            with self.engine.connect() as conn:
+            with self.read() as conn:
                 ids = (
                     conn.execute(
                         select(enrollments.c.lead_id)
@@ -1005,7 +1019,7 @@ class Store:
     def next_due_at(self, campaign_id: str) -> datetime | None:
         """The earliest pending due time: the first entry of `ix_deliveries_due`, not a MIN()
         over every pending row (the join on active leads would defeat that shortcut)."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             value = conn.execute(
                 select(deliveries.c.due_at)
                 .join(leads, leads.c.id == deliveries.c.lead_id)
@@ -1022,7 +1036,7 @@ class Store:
     def sent_since(self, since: datetime) -> int:
         """Messages sent after `since` by any process and campaign: rate limits belong to the
         SMTP account, so every worker sharing this database counts against one budget."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             return conn.execute(
                 select(func.count())
                 .select_from(deliveries)
@@ -1032,7 +1046,7 @@ class Store:
     # -- reporting -------------------------------------------------------------------------
 
     def delivery_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(
                 select(deliveries.c.step_id, deliveries.c.status, func.count())
                 .where(deliveries.c.campaign_id == campaign_id)
@@ -1045,7 +1059,7 @@ class Store:
 
     def engagement_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
         """Per step: leads who clicked a link in it, and conversions credited to it."""
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             clicked = conn.execute(
                 select(clicks.c.step_id, func.count(clicks.c.lead_id.distinct()))
                 .where(clicks.c.campaign_id == campaign_id)
@@ -1063,12 +1077,12 @@ class Store:
         return counts
 
     def lead_counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = conn.execute(select(leads.c.status, func.count()).group_by(leads.c.status))
             return {status: count for status, count in rows}
 
     def deliveries_with_status(self, campaign_id: str, status: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as conn:
+        with self.read() as conn:
             rows = (
                 conn.execute(
                     select(

@@ -219,7 +219,7 @@ def count_enrolled(store: Store, campaign_id: str, email: str | None = None) -> 
     )
     if email is not None:
         query = query.where(func.lower(leads.c.email) == email.lower())
-    with store.engine.connect() as conn:
+    with store.read() as conn:
         return conn.execute(query).scalar() or 0
 
 
@@ -247,7 +247,7 @@ def read_leads(
         )
         if email is not None:
             query = query.where(func.lower(leads.c.email) == email.lower())
-        with store.engine.connect() as conn:
+        with store.read() as conn:
             rows = conn.execute(query).all()
             if not rows:
                 return

@@ -17,7 +17,7 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from campaign import mime
@@ -98,7 +98,8 @@ LINE_PIECES = st.lists(
 VALUES = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40), min_size=2)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
+@example(pieces=["\n", "PHx0x"], values=["", ""])  # a last line that fills in empty
 @given(pieces=LINE_PIECES, values=VALUES)
 def test_a_body_encoded_once_per_step_is_byte_for_byte_the_whole_body_encoded(
     pieces: list[str], values: list[str]
