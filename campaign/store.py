@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -41,6 +42,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    inspect,
     literal_column,
     select,
     text,
@@ -50,8 +52,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
-
-from .writelock import WriteLock
 
 SCHEMA_VERSION = 1
 IDLE_PING_AFTER = 2.0  # seconds idle after which a pooled connection is checked before use
@@ -417,13 +417,11 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._plan = self._insert(deliveries).on_conflict_do_nothing()
-        # SQLite has one writer at a time: writers queue (campaign.writelock) instead of
-        # polling SQLite's busy handler, which sleeps in steps of milliseconds.
-        self._writer: AbstractContextManager[Any] = nullcontext()
-        if self.is_sqlite:
-            database = engine.url.database
-            on_disk = database and database != ":memory:" and not database.startswith("file:")
-            self._writer = WriteLock(f"{database}-lock" if on_disk else None)
+        # SQLite has one writer at a time: threads of this process queue on a lock instead of
+        # polling SQLite's busy handler (which sleeps in steps of milliseconds).
+        self._writer: AbstractContextManager[Any] = (
+            threading.RLock() if self.is_sqlite else nullcontext()
+        )
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -442,8 +440,6 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
-        if isinstance(self._writer, WriteLock):
-            self._writer.close()
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
@@ -468,14 +464,20 @@ class Store:
 
         Workers started together on a fresh database would race to create it: PostgreSQL
         serialises them on an advisory lock, SQLite on its write lock. Indexes added to a
-        table after it was created are added too (`create_all` skips existing tables).
+        table after it was created are added too (`create_all` skips existing tables), and
+        an index an earlier version defined on other columns under the same name is rebuilt.
         """
         with self.tx() as conn:
             if not self.is_sqlite:
                 conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
             metadata.create_all(conn)
             for table in metadata.sorted_tables:
+                found = {
+                    i["name"]: i["column_names"] for i in inspect(conn).get_indexes(table.name)
+                }
                 for index in table.indexes:
+                    if found.get(index.name, index.columns.keys()) != index.columns.keys():
+                        index.drop(conn)
                     index.create(conn, checkfirst=True)
             found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version"))
             version = found.scalar()

@@ -33,7 +33,7 @@ from sending_support import (
     iso,
     unthrottled,
 )
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.pool import NullPool
 
 from campaign.catcher import Catcher
@@ -260,6 +260,28 @@ def test_due_query_walks_the_partial_index(backend: Backend) -> None:
     assert "ix_deliveries_due" in lines, lines
     # The index holds the claim order itself: no sort of the pending rows per claim.
     assert "Sort" not in lines and "TEMP B-TREE" not in lines, lines
+
+
+def test_an_older_due_index_is_rebuilt_when_the_store_opens(backend: Backend) -> None:
+    """A database from before the partial index keeps the name with other columns; opening
+    it with this engine rebuilds the index instead of trusting the name."""
+    with backend.store.engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_deliveries_due"))
+        conn.execute(
+            text("CREATE INDEX ix_deliveries_due ON deliveries (campaign_id, status, due_at)")
+        )
+    backend.store.close()
+    reopened = Store.open(backend.url)
+    try:
+        with reopened.engine.connect() as conn:
+            (found,) = [
+                i
+                for i in inspect(conn).get_indexes("deliveries")
+                if i["name"] == "ix_deliveries_due"
+            ]
+    finally:
+        reopened.close()
+    assert found["column_names"] == ["campaign_id", "due_at", "id"]
 
 
 # -- many workers, one queue ---------------------------------------------------------------
