@@ -3,7 +3,8 @@
 It runs aiosmtpd (the server the project's catcher uses) but keeps nothing: each accepted
 message only bumps a counter. Running it as a separate process keeps it off the sender's
 GIL, as a real mail server would be. The parent talks to it over stdin/stdout: `count`
-answers the number accepted so far, `reset` sets it to zero, end of input stops it.
+answers the number accepted so far, `reset` sets it to zero, `cpu` answers the CPU seconds
+the sink has used (what a message costs the server), end of input stops it.
 
     with Sink() as sink:
         ... send to 127.0.0.1:sink.port ...
@@ -34,6 +35,7 @@ class _CountingHandler:
 def serve() -> None:
     """The child process: start the server, print its port, answer commands until EOF."""
     import logging
+    import resource
     import socket
 
     from aiosmtpd.controller import Controller
@@ -50,7 +52,12 @@ def serve() -> None:
     print(port, flush=True)
     try:
         for line in sys.stdin:
-            if line.strip() == "reset":
+            command = line.strip()
+            if command == "cpu":
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                print(usage.ru_utime + usage.ru_stime, flush=True)
+                continue
+            if command == "reset":
                 with handler.lock:
                     handler.count = 0
             print(handler.count, flush=True)
@@ -78,6 +85,9 @@ class Sink:
 
     def reset(self) -> None:
         self._ask("reset")
+
+    def cpu(self) -> float:
+        return float(self._ask("cpu"))
 
     def __enter__(self) -> Sink:
         assert self._process.stdout is not None

@@ -34,7 +34,15 @@ from campaign.render import LeadView, Renderer  # noqa: E402
 from campaign.runner import Engine  # noqa: E402
 from campaign.schedule import load_schedule  # noqa: E402
 from campaign.settings import SmtpSettings  # noqa: E402
-from campaign.store import DUE, NewLead, PlannedDelivery, Start, Store  # noqa: E402
+from campaign.store import (  # noqa: E402
+    DUE,
+    Claim,
+    NewLead,
+    PlannedDelivery,
+    Sent,
+    Start,
+    Store,
+)
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # every benchmark lead signed up (and is due) now
 SIGNER = LinkSigner("https://clinic.example.com", "benchmark-only-link-signing-key-0123")
@@ -130,6 +138,44 @@ def send(db: str, schedule: str, port: int, connections: int) -> dict[str, Any]:
         "cpu": cpu,
         "db_cpu": backend,
         "peak_mb": peak_rss_mb(),
+    }
+
+
+def stages(db: str, schedule: str) -> dict[str, Any]:
+    """CPU per email of two of the engine's stages, each timed alone: the database's part of
+    sending (reservations, then per message one transaction that records the previous
+    message and starts the next) and rendering (personal fields, signed links, MIME bytes)."""
+    renderer = Renderer(load_schedule(Path(schedule)))
+    renderer.compile_all()
+    campaign, second = renderer.schedule.campaign.id, renderer.schedule.steps[1].id
+    store = Store.open(db)
+    claims: list[Claim] = []
+    previous: Sent | None = None
+    cpu = cpu_seconds()
+    while batch := store.reserve(campaign, T0, "bench", T0, RESERVATION):
+        for claim in batch:
+            assert store.start(claim, T0, previous) is Start.GO
+            previous = Sent(claim, "<bench@example.com>", T0, PlannedDelivery(second, T0))
+        claims += batch
+    if previous is not None:
+        store.record_sent(previous)
+    database = cpu_seconds() - cpu
+    store.close()
+    cpu = cpu_seconds()
+    for claim in claims:
+        lead = claim.lead
+        renderer.render(
+            claim.step_id,
+            LeadView(lead.email, lead.first_name),
+            SIGNER.links(lead.id, campaign, claim.step_id),
+            now=T0,
+            message_id=f"<d{claim.delivery_id}@example.com>",
+        )
+    rendering = cpu_seconds() - cpu
+    return {
+        "count": len(claims),
+        "database": database / len(claims),
+        "rendering": rendering / len(claims),
     }
 
 
@@ -370,6 +416,7 @@ def import_file(db: str, schedule: str, path: str) -> dict[str, Any]:
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "seed": seed,
     "send": send,
+    "stages": stages,
     "raw": raw,
     "naive": naive,
     "due_query": due_query,

@@ -185,14 +185,17 @@ def _reserve(candidates: Select) -> Update:
     """Take rows out of the queue for one connection. `attempts` is not counted yet: a
     reserved row that is never started goes back untouched.
 
-    The rows are matched by id alone, so that SQLite looks each one up by its key rather
-    than scanning every pending row; they are still pending when updated, because the
-    candidates are read under the same lock (`BEGIN IMMEDIATE`, `FOR UPDATE`).
+    The candidates are a materialised CTE: as a plain `IN (subquery)` PostgreSQL may run
+    the locking subquery once per outer row and take more rows than the limit. They are
+    matched by id alone, so that SQLite looks each one up by its key rather than scanning
+    every pending row; they are still pending when updated, because they are read under
+    the same lock (`BEGIN IMMEDIATE`, `FOR UPDATE`).
     """
     now = bindparam("claim_now", type_=DateTime)
+    due = candidates.cte("due").prefix_with("MATERIALIZED")
     return (
         update(deliveries)
-        .where(deliveries.c.id.in_(candidates))
+        .where(deliveries.c.id.in_(select(due.c.id)))
         .values(status="claimed", claimed_at=now, claimed_by=bindparam("claim_worker"))
         .returning(
             deliveries.c.id,
