@@ -276,8 +276,8 @@ class Dispatcher:
         domain = self.renderer.sender_domain
         message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
         built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
-        previous, self._unrecorded = self._unrecorded, None
-        outcome = self.store.start(claim, self.clock(), previous)
+        outcome = self.store.start(claim, self.clock(), self._unrecorded)
+        self._unrecorded = None  # only once committed: if not, `_finish` tries again
         if outcome is Start.LEFT:
             report.cancelled += 1
             self._log(claim, "cancelled", None, started, "lead left the series")
