@@ -194,6 +194,16 @@ class Dispatcher:
         same queue after one `sync`. Before it returns, the last message sent is recorded
         and whatever this connection reserved but did not start goes back to the queue.
         """
+        with self.store.holding():
+            self._drain(run_now, report, max_messages, stop)
+
+    def _drain(
+        self,
+        run_now: datetime,
+        report: RunReport,
+        max_messages: int | None,
+        stop: Callable[[], bool] | None,
+    ) -> None:
         try:
             while max_messages is None or report.sent + report.failed < max_messages:
                 if self._paced:

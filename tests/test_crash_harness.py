@@ -271,11 +271,12 @@ def test_database_failing_mid_run_never_marks_unsent_mail_sent(
     broken = threading.Event()
     pragma = {"read-only": "PRAGMA query_only = {}", "disk-full": "PRAGMA max_page_count = {}"}
 
-    @event.listens_for(rig.store.engine, "checkout")
-    def _fault(dbapi_connection, _record, _proxy) -> None:
-        # query_only refuses every write; a page cap of 1 clamps the file to its current size.
+    @event.listens_for(rig.store.engine, "before_cursor_execute")
+    def _fault(_conn, cursor, _statement, _parameters, _context, _executemany) -> None:
+        # Before every statement, on whichever connection: query_only refuses every write;
+        # a page cap of 1 clamps the file to its current size.
         on, off = ("1", "0") if fault == "read-only" else ("1", "4294967294")
-        dbapi_connection.execute(pragma[fault].format(on if broken.is_set() else off))
+        cursor.connection.execute(pragma[fault].format(on if broken.is_set() else off))
 
     def on_message(_caught: Caught) -> None:
         if len(catcher.messages) == 7:  # the 7th message is in; now the database fails
