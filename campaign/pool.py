@@ -3,10 +3,10 @@
 A message spends most of its life waiting for the SMTP server's replies (MAIL, RCPT, DATA,
 the final dot), and that wait releases the GIL. So N sender threads, each with its own SMTP
 connection, keep N conversations going while the others render and record. Each thread
-claims its own deliveries from the store exactly as separate processes do — every claim is
-its own committed transaction, at most one message per connection is ever in doubt — so
-the threads share only the store's connection pool, the compiled templates and the rate
-limiter, which a lock serialises so that `per_second` holds for the whole process.
+reserves its own deliveries from the store exactly as separate processes do — a run of rows
+at a time, each message started in its own committed transaction, at most one message per
+connection in doubt — so the threads share only the store's connection pool and the
+compiled templates. Rate limits are kept in the database, for every thread and process.
 """
 
 from __future__ import annotations
@@ -14,25 +14,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from datetime import datetime
 
 from .dispatch import Dispatcher, RunReport
-from .ratelimit import RateLimiter
-from .schedule import RateLimit
 from .settings import SmtpSettings
 from .transport import SmtpTransport
-
-
-@dataclass
-class SharedLimiter:
-    """One rate limiter for every connection of the process: a message waits its turn."""
-
-    inner: RateLimiter
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def acquire(self, limits: RateLimit, now: datetime) -> str | None:
-        with self.lock:
-            return self.inner.acquire(limits, now)
 
 
 @dataclass
@@ -82,9 +67,6 @@ def send_pooled(
     """
     transports = [SmtpTransport(smtp, per_connection) for _ in range(smtp.connections)]
     dispatchers = [make_dispatcher(transport) for transport in transports]
-    limiter = SharedLimiter(dispatchers[0].limiter)
-    for dispatcher in dispatchers:
-        dispatcher.limiter = limiter  # type: ignore[assignment]  # same interface, locked
     first = RunReport()
     run_now = dispatchers[0].clock()
     dispatchers[0].sync(run_now, first)

@@ -5,14 +5,16 @@
   forgets nothing. They are counted on the dispatcher's clock, so a replayed calendar
   (`send-due --now`) is limited exactly like a live one. When a budget is spent the run
   pauses (nothing is claimed) and the next run carries on.
-- `per_second` spaces messages evenly within this process with a one-token bucket: the
-  next message may leave `1 / per_second` seconds after the previous one. Waiting for that
-  slot is the only real sleeping the engine does, and it is bounded by `MAX_WAIT`.
-  Each worker process paces itself, so N workers send up to N × `per_second`.
+- `per_second` spaces messages evenly: each message books the next free slot, kept in the
+  database, `1 / per_second` seconds after the one booked before it, whichever process
+  booked that one. So every worker shares one cadence, as the SMTP account does. Slots are
+  wall-clock times, so workers on several machines need their clocks in step (NTP). A
+  quiet spell banks no burst: a slot is never earlier than now. Waiting for the slot is the
+  only real sleeping the engine does, and it is bounded by `MAX_WAIT`.
 - `per_connection` is applied by the SMTP transport, which renews its connection.
 
-Budgets are checked before each claim, so concurrent workers may overshoot a budget by at
-most one message each.
+Budgets are checked before each message is started, so concurrent workers may overshoot a
+budget by at most one message each.
 """
 
 from __future__ import annotations
@@ -26,17 +28,17 @@ from .schedule import RateLimit
 from .store import Store
 
 MAX_WAIT = 5.0  # seconds; a slower `per_second` pauses the run instead of blocking it
+PACE_KEY = "rate_limit.per_second.next_slot"
 BUDGETS = (("per_minute", timedelta(minutes=1)), ("per_hour", timedelta(hours=1)))
 
 
 @dataclass
 class RateLimiter:
-    """Decides, before each claim, whether the next message may go now."""
+    """Decides, before each message, whether it may go now."""
 
     store: Store
     sleep: Callable[[float], None] = time.sleep
-    monotonic: Callable[[], float] = time.monotonic
-    _next_slot: float | None = None
+    wall: Callable[[], float] = time.time
 
     def acquire(self, limits: RateLimit, now: datetime) -> str | None:
         """Wait for the next message's turn. None: send it; otherwise why the run must pause."""
@@ -51,12 +53,11 @@ class RateLimiter:
         return None
 
     def _pace(self, per_second: float) -> str | None:
-        current = self.monotonic()
-        slot = current if self._next_slot is None else max(self._next_slot, current)
+        current = self.wall()
+        slot = self.store.book_slot(PACE_KEY, 1.0 / per_second, current, MAX_WAIT)
         wait = slot - current
         if wait > MAX_WAIT:
             return f"rate limit per_second: next message allowed in {wait:.0f} s"
         if wait > 0:
             self.sleep(wait)
-        self._next_slot = slot + 1.0 / per_second
         return None

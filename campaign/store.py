@@ -535,6 +535,25 @@ class Store:
         with self.tx() as conn:
             self._put_meta(conn, key, value)
 
+    def book_slot(self, key: str, spacing: float, now: float, within: float) -> float:
+        """The next free moment (seconds since the epoch) on the cadence kept under `key`,
+        never before `now`. It is booked, moving the next free one `spacing` later, only
+        if it is at most `within` seconds away. One transaction, the row locked, so two
+        workers never book the same slot."""
+        with self.tx() as conn:
+            conn.execute(
+                self._insert(meta).values(key=key, value=repr(now)).on_conflict_do_nothing()
+            )
+            stored = conn.execute(
+                select(meta.c.value).where(meta.c.key == key).with_for_update()
+            ).scalar_one()
+            slot = max(float(stored), now)
+            if slot - now <= within:
+                conn.execute(
+                    update(meta).where(meta.c.key == key).values(value=repr(slot + spacing))
+                )
+        return slot
+
     # -- leads -----------------------------------------------------------------------------
 
     def add_leads(

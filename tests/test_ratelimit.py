@@ -3,6 +3,8 @@ across processes sharing the database."""
 
 from __future__ import annotations
 
+import subprocess
+import threading
 import time
 from datetime import timedelta
 
@@ -11,6 +13,7 @@ import pytest
 from campaign.catcher import Catcher, CatchHandler
 from campaign.ratelimit import MAX_WAIT, RateLimiter
 from campaign.schedule import RateLimit
+from campaign.store import Store
 from tests.fault_smtp import FaultServer
 from tests.reliability_support import Rig, set_yaml_block
 
@@ -43,14 +46,15 @@ def test_per_second_limit_is_the_rate_really_sent_at(schedule_copy, tmp_path) ->
 
 
 def test_per_second_pacing_sleeps_only_through_the_injected_function(tmp_path) -> None:
-    clock = [100.0]
+    clock = [1_800_000_000.0]
     slept: list[float] = []
 
     def sleep(seconds: float) -> None:
         slept.append(seconds)
         clock[0] += seconds
 
-    limiter = RateLimiter(store=None, sleep=sleep, monotonic=lambda: clock[0])  # type: ignore[arg-type]
+    store = Store.open(f"sqlite:///{tmp_path / 'campaign.db'}")
+    limiter = RateLimiter(store, sleep=sleep, wall=lambda: clock[0])
     limits = RateLimit(per_second=4)
     for _ in range(9):
         assert limiter.acquire(limits, now=None) is None  # type: ignore[arg-type]
@@ -65,6 +69,32 @@ def test_per_second_pacing_sleeps_only_through_the_injected_function(tmp_path) -
     reason = limiter.acquire(slow, now=None)  # type: ignore[arg-type]
     assert reason and "per_second" in reason
     assert max(slept) <= MAX_WAIT
+    store.close()
+
+
+def test_per_second_is_one_cadence_for_every_worker_on_the_database(
+    schedule_copy, tmp_path
+) -> None:
+    """Rate limits belong to the SMTP account: a second worker process sending at the same
+    time shares the same `per_second`, it does not add its own."""
+    rig = rig_with(schedule_copy, tmp_path, "  per_second: 20")
+    emails = [f"lead{n:02d}@example.com" for n in range(40)]
+    rig.add(*emails)
+    arrivals: list[float] = []
+    handler = CatchHandler(on_message=lambda _: arrivals.append(time.monotonic()))
+    with Catcher(handler) as catcher:
+        other: list[subprocess.CompletedProcess] = []
+        worker = threading.Thread(target=lambda: other.append(rig.send_due(catcher.port)))
+        worker.start()
+        here = rig.run(catcher.port)
+        worker.join(timeout=60)
+        assert not worker.is_alive() and other[0].returncode == 0, other
+        assert sorted(m.recipients[0] for m in catcher.messages) == emails
+    assert here.sent > 0 and f"sent {40 - here.sent}," in other[0].stdout, other[0].stdout
+    # No one-second window holds more than 20 messages (plus one for timer granularity).
+    for index, start in enumerate(arrivals):
+        in_window = [t for t in arrivals[index:] if t - start < 1.0]
+        assert len(in_window) <= 21, f"{len(in_window)} messages within one second"
 
 
 def test_per_hour_budget_pauses_the_run_and_the_rest_goes_out_later(
