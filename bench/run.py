@@ -322,7 +322,9 @@ def stages(
         f"sink alone keeps {sink * raw['sent'] / raw['seconds']:.1f} core busy, so "
         f"{cores} cores ÷ ({1000 * total:.2f} + {1000 * sink_at_engine_pace:.2f}) ms of CPU "
         f"per email caps this engine at {ceiling:,.0f} msg/s here, "
-        f"{100 * ceiling / limit:.0f} % of the raw limit, however its work is scheduled.",
+        f"{100 * ceiling / limit:.0f} % of the raw limit, however its work is scheduled; "
+        f"one process runs its Python on one core at a time, at most {1 / total:,.0f} msg/s "
+        f"({100 / total / limit:.0f} %).",
     )
 
 
