@@ -53,6 +53,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
 
+from .writelock import WriteLock
+
 SCHEMA_VERSION = 1
 IDLE_PING_AFTER = 2.0  # seconds idle after which a pooled connection is checked before use
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
@@ -420,12 +422,14 @@ class Store:
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
         self._plan = self._insert(deliveries).on_conflict_do_nothing()
-        # SQLite has one writer at a time: threads of this process queue on a lock instead of
-        # polling SQLite's busy handler (which sleeps in steps of milliseconds).
         self._held = threading.local()  # see `holding`
-        self._writer: AbstractContextManager[Any] = (
-            threading.RLock() if self.is_sqlite else nullcontext()
-        )
+        # SQLite has one writer at a time: writers queue (campaign.writelock) instead of
+        # polling SQLite's busy handler, which sleeps in steps of milliseconds.
+        self._writer: AbstractContextManager[Any] = nullcontext()
+        if self.is_sqlite:
+            database = engine.url.database
+            on_disk = database and database != ":memory:" and not database.startswith("file:")
+            self._writer = WriteLock(f"{database}-lock" if on_disk else None)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:
@@ -444,6 +448,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer, WriteLock):
+            self._writer.close()
 
     @contextmanager
     def tx(self) -> Iterator[Connection]:
