@@ -34,7 +34,7 @@ from .planner import (
     plan_key,
 )
 from .ratelimit import RateLimiter
-from .render import LeadView, Renderer
+from .render import LeadView, Renderer, TemplateProblem
 from .schedule import Schedule
 from .store import Claim, Lead, PlannedDelivery, Sent, Start, Store
 from .transport import (
@@ -206,16 +206,19 @@ class Dispatcher:
     ) -> None:
         try:
             while max_messages is None or report.sent + report.failed < max_messages:
-                if self._paced:
-                    self._record_sent()  # the budgets count what the database says was sent
-                report.paused = self.limiter.acquire(self.schedule.rate_limit, self.clock())
-                if report.paused:
-                    log.info("paused: %s", report.paused)
-                    break
                 claim = self._next(run_now, report, max_messages)
                 if claim is None:
                     break
+                if self._paced:
+                    self._record_sent()  # the budgets count what the database says was sent
                 if stop is not None and stop():
+                    self._reserved.appendleft(claim)
+                    break
+                # Asked only with a message in hand: an idle or stopping connection books
+                # no `per_second` slot.
+                report.paused = self.limiter.acquire(self.schedule.rate_limit, self.clock())
+                if report.paused:
+                    log.info("paused: %s", report.paused)
                     self._reserved.appendleft(claim)
                     break
                 if not self._deliver(claim, report):
@@ -238,8 +241,8 @@ class Dispatcher:
 
     def _record_sent(self) -> None:
         if self._unrecorded is not None:
-            unrecorded, self._unrecorded = self._unrecorded, None
-            self.store.record_sent(unrecorded)
+            self.store.record_sent(self._unrecorded)
+            self._unrecorded = None  # only once committed: if not, `_finish` tries again
 
     def _finish(self, failing: bool = False) -> None:
         """Record the last message sent and give back the rows reserved but never started.
@@ -270,7 +273,8 @@ class Dispatcher:
                 now=self.clock(),
                 message_id=message_id,
             )
-        except (ValueError, TypeError, LookupError) as exc:
+        except (TemplateProblem, ValueError, TypeError, LookupError) as exc:
+            # This lead's data breaks the template: fail this one message, not the run.
             return f"cannot build the message: {exc}"
         return email.message.data, email.message.utf8
 
@@ -285,8 +289,12 @@ class Dispatcher:
         lead = claim.lead  # read with the reservation: no extra query per message
         domain = self.renderer.sender_domain
         message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
-        built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
-        outcome = self.store.start(claim, self.clock(), self._unrecorded)
+        try:
+            built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
+            outcome = self.store.start(claim, self.clock(), self._unrecorded)
+        except BaseException:
+            self._reserved.appendleft(claim)  # not started: `_finish` hands it back
+            raise
         self._unrecorded = None  # only once committed: if not, `_finish` tries again
         if outcome is Start.LEFT:
             report.cancelled += 1
@@ -302,7 +310,8 @@ class Dispatcher:
             self.replan_lead(lead.id, self.clock())
             return True
         if isinstance(built, str):
-            self.store.record_failed(claim, built, None, self.clock(), None)
+            now = self.clock()
+            self.store.record_failed(claim, built, None, now, self._after_failure(claim, now))
             report.failed += 1
             report.errors.append(f"{lead.email}: {built}")
             self._log(claim, "failed", None, started, built)
@@ -370,21 +379,22 @@ class Dispatcher:
             report.retried += 1
             self._log(claim, "retry", exc.code, started, str(exc))
             return
-        state = self.lead_state(claim.lead_id, exclude=claim.step_id)
-        following = None
-        if state is not None:
-            gave_up = LeadState(
-                state.enrolled_at,
-                state.timezone,
-                state.status,
-                (*state.history, Attempt(claim.step_id, "failed", now)),
-            )
-            following = self._following(gave_up)
         self.store.record_failed(
-            claim, f"gave up after {claim.attempts} attempts: {exc}", exc.code, now, following
+            claim,
+            f"gave up after {claim.attempts} attempts: {exc}",
+            exc.code,
+            now,
+            self._after_failure(claim, now),
         )
         report.failed += 1
         self._log(claim, "failed", exc.code, started, str(exc))
+
+    def _after_failure(self, claim: Claim, now: datetime) -> PlannedDelivery | None:
+        """The lead's next step once this one has failed for good: the series goes on."""
+        state = self.lead_state(claim.lead_id, exclude=claim.step_id)
+        if state is None:
+            return None
+        return self._following(state.with_failed(claim.step_id, now))
 
     def _log(
         self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None

@@ -19,9 +19,10 @@ budget by at most one message each.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .schedule import RateLimit
@@ -34,11 +35,17 @@ BUDGETS = (("per_minute", timedelta(minutes=1)), ("per_hour", timedelta(hours=1)
 
 @dataclass
 class RateLimiter:
-    """Decides, before each message, whether it may go now."""
+    """Decides, before each message, whether it may go now.
+
+    One per worker process, shared by its connections: they take their `per_second` turns
+    one at a time (`_turn`), so none books a slot further ahead than one spacing behind the
+    other processes' bookings, and a busy pool never mistakes its own queue for a limit.
+    """
 
     store: Store
     sleep: Callable[[float], None] = time.sleep
     wall: Callable[[], float] = time.time
+    _turn: threading.Lock = field(default_factory=threading.Lock)
 
     def acquire(self, limits: RateLimit, now: datetime) -> str | None:
         """Wait for the next message's turn. None: send it; otherwise why the run must pause."""
@@ -53,11 +60,12 @@ class RateLimiter:
         return None
 
     def _pace(self, per_second: float) -> str | None:
-        current = self.wall()
-        slot = self.store.book_slot(PACE_KEY, 1.0 / per_second, current, MAX_WAIT)
-        wait = slot - current
-        if wait > MAX_WAIT:
-            return f"rate limit per_second: next message allowed in {wait:.0f} s"
-        if wait > 0:
-            self.sleep(wait)
-        return None
+        with self._turn:
+            current = self.wall()
+            slot = self.store.book_slot(PACE_KEY, 1.0 / per_second, current, MAX_WAIT)
+            wait = slot - current
+            if wait > MAX_WAIT:
+                return f"rate limit per_second: next message allowed in {wait:.0f} s"
+            if wait > 0:
+                self.sleep(wait)
+            return None

@@ -24,6 +24,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from .dispatch import Clock, Dispatcher, RunReport
 from .links import LinkSigner
 from .pool import send_pooled
+from .ratelimit import RateLimiter
 from .render import Renderer, TemplateProblem, templates_digest
 from .schedule import ScheduleError, load_schedule
 from .settings import SmtpSettings
@@ -53,6 +54,7 @@ class Engine:
     worker: str = field(default_factory=worker_name)
     _renderer: Renderer | None = None
     _fingerprint: tuple[str, str] | None = None
+    _limiter: RateLimiter | None = None  # one per process: its connections take turns
 
     def renderer(self) -> Renderer:
         """The current schedule and templates, compiled; raises if either is invalid.
@@ -69,6 +71,8 @@ class Engine:
         return self._renderer
 
     def dispatcher(self, transport: SmtpTransport) -> Dispatcher:
+        if self._limiter is None:
+            self._limiter = RateLimiter(self.store)
         return Dispatcher(
             self.store,
             self.renderer(),
@@ -76,6 +80,7 @@ class Engine:
             transport,
             self.clock,
             worker=self.worker,
+            limiter=self._limiter,
         )
 
     def send_due(

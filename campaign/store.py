@@ -62,7 +62,6 @@ MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating 
 # `pending`: signed up on the web with double opt-in, waiting for the confirmation click.
 LEAD_STATUSES = ("active", "pending", "unsubscribed", "bounced", "converted")
 DELIVERY_STATUSES = ("pending", "claimed", "sending", "sent", "failed", "unknown", "cancelled")
-OPEN_STATUSES = ("pending", "claimed", "sending")
 QUEUED = ("pending", "claimed")  # planned and not yet attempted: a replan or a leaver may drop it
 PENDING = literal_column("'pending'")  # inline, as in the partial index's WHERE clause
 
@@ -478,7 +477,8 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction: every statement in it sees the same committed state."""
+        """A read transaction: on SQLite every statement in it sees the same committed state;
+        on PostgreSQL (READ COMMITTED) each statement sees what was committed when it began."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN")
@@ -1043,18 +1043,31 @@ class Store:
 
         Reserved rows were never started, so they all go back to the queue at once, whatever
         their age: a crashed worker's reservation waits for no lease. Taking back a live
-        worker's reservation is harmless too, since `start` checks the row is still its own.
+        worker's reservation cannot double a message, since `start` checks the row is still
+        its own; it only costs that worker a wasted `start`. Rows another transaction holds
+        right now (a worker starting or recording them) are skipped, not waited for: they are
+        in live hands, and taking them in a different order than that worker would deadlock.
         """
         cutoff = to_db(now - lease)
+
+        def unlocked(*where: Any) -> Any:
+            return deliveries.c.id.in_(
+                select(deliveries.c.id)
+                .where(*where)
+                .order_by(deliveries.c.id)
+                .with_for_update(skip_locked=True)
+            )
+
         with self.tx() as conn:
             conn.execute(  # reserved, never started: nothing was sent, back to the queue
                 update(deliveries)
-                .where(deliveries.c.status == "claimed")
+                .where(unlocked(deliveries.c.status == "claimed"))
                 .values(**UNCLAIMED, updated_at=to_db(now))
             )
+            stale = (deliveries.c.status == "sending", deliveries.c.claimed_at < cutoff)
             rows = conn.execute(
                 update(deliveries)
-                .where(deliveries.c.status == "sending", deliveries.c.claimed_at < cutoff)
+                .where(unlocked(*stale))
                 .values(
                     status="unknown",
                     updated_at=to_db(now),

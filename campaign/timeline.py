@@ -195,7 +195,7 @@ def _batch_plans(conn, campaign_id: str, rows: Sequence) -> list[LeadPlan]:
     history: dict[int, list[Attempt]] = {i: [] for i in ids}
     pending: dict[int, Pending] = {}
     for lead_id, step_id, status, at, due_at, attempts in _history_rows(conn, campaign_id, ids):
-        if status == "pending":
+        if status in ("pending", "claimed"):  # claimed: reserved by a sender, not yet tried
             pending[lead_id] = Pending(step_id, from_db(due_at), attempts)
         else:
             history[lead_id].append(Attempt(step_id, status, from_db(at)))

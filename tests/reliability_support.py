@@ -50,6 +50,7 @@ class Rig:
     timeout: float = 2.0
     user: str | None = None
     password: str | None = None
+    connections: int = 1
     store: Store = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,7 +74,11 @@ class Rig:
         """One engine per port, kept across runs like the long-running scheduler keeps it."""
         if port not in self._engines:
             smtp = SmtpSettings(
-                port=port, timeout=self.timeout, user=self.user, password=self.password
+                port=port,
+                timeout=self.timeout,
+                user=self.user,
+                password=self.password,
+                connections=self.connections,
             )
             self._engines[port] = Engine(
                 self.schedule_path,

@@ -165,6 +165,21 @@ def test_retry_time_from_the_store_is_used(schedule_copy, store_path: Path) -> N
     assert notes.disagree == []
 
 
+def test_a_row_reserved_by_a_sender_is_still_the_plan(schedule_copy, store_path: Path) -> None:
+    """During a run (or after a crashed one) reserved rows are not history: the plan still
+    shows step 1 as the next email, not as sent."""
+    loaded = load_schedule(schedule_copy.path)
+    store = Store.open(f"sqlite:///{store_path}")
+    at = utc(2026, 3, 9, 9, 0)
+    assert store.reserve("acupuncture-back-pain", at, "test", at, 16)
+    emails, notes = plan_store(
+        store, loaded.schedule, utc(2026, 3, 9, 9, 1), email="james@example.com"
+    )
+    store.close()
+    assert [e.step_id for e in emails[:2]] == ["mechanisms", "pain-types"]
+    assert notes.disagree == []
+
+
 def test_an_overdue_email_goes_at_the_next_run(schedule_copy) -> None:
     schedule = load_schedule(schedule_copy.path).schedule
     lead = LeadPlan(1, "late@example.com", LeadState(utc(2026, 3, 2, 6, 0), "Europe/London"))

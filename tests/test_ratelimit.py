@@ -13,6 +13,7 @@ from datetime import timedelta
 import pytest
 
 from campaign.catcher import Catcher, CatchHandler
+from campaign.dispatch import RESERVATION
 from campaign.ratelimit import MAX_WAIT, RateLimiter
 from campaign.schedule import RateLimit
 from campaign.store import Store
@@ -96,6 +97,21 @@ def test_per_second_is_one_cadence_for_every_worker_on_the_database(
         worker.join(timeout=60)
         assert not worker.is_alive() and other[0].returncode == 0, other
     assert here.sent > 0 and f"sent {40 - here.sent}," in other[0].stdout, other[0].stdout
+
+
+def test_a_pool_of_connections_takes_per_second_turns_instead_of_pausing(
+    schedule_copy, tmp_path
+) -> None:
+    """Ten connections at 1.7 messages a second: each waits for its own turn in order. Were
+    they all to book at once, the tenth slot would lie past MAX_WAIT and read as a limit
+    that stops the run."""
+    rig = rig_with(schedule_copy, tmp_path, "  per_second: 1.7")
+    rig.connections = 10
+    rig.add(*(f"lead{n:03d}@example.com" for n in range(10 * RESERVATION)))  # rows for all
+    with FaultServer() as server:
+        report = rig.run(server.port, max_messages=10)
+    assert (report.sent, report.paused, report.stopped) == (10, None, None), report
+    assert len(server.messages) == 10
 
 
 def test_per_hour_budget_pauses_the_run_and_the_rest_goes_out_later(

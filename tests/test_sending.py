@@ -227,6 +227,24 @@ def test_unsubscribe_after_the_claim_cancels_the_send(campaign: Campaign) -> Non
     assert campaign.send_due(DAY0 + WEEK).sent == 1
 
 
+def test_a_lead_whose_data_breaks_a_template_fails_alone_and_moves_on(
+    campaign: Campaign,
+) -> None:
+    """ "Bob" has no fourth letter: his step-1 subject cannot be rendered. That one message
+    fails; the run goes on, the next run too, and Bob still gets step 2 on time."""
+    campaign.edit(lambda data: data["steps"][0].update(subject="Hi {{ lead.first_name[3] }}"))
+    campaign.enroll(DAY0, ("bob@example.com", "Bob", None), ("maria@example.com", "Maria", None))
+    report = campaign.send_due(DAY0)
+    assert (report.sent, report.failed) == (1, 1), report
+    assert "cannot build the message" in report.errors[0]
+    assert [rcpt for rcpt, _ in campaign.received()] == ["maria@example.com"]
+    assert campaign.send_due(DAY0 + timedelta(hours=1)).ok
+    rows = {(r["email"], r["step_id"]): r["status"] for r in campaign.deliveries()}
+    assert rows[("bob@example.com", "mechanisms")] == "failed"
+    assert rows[("bob@example.com", "pain-types")] == "pending"
+    assert campaign.send_due(DAY0 + WEEK).sent == 2
+
+
 def test_lease_counts_from_each_claim_not_from_the_start_of_the_batch(campaign: Campaign) -> None:
     """A batch that runs longer than the lease must not see its own fresh claims as stale."""
     campaign.enroll(DAY0, ("slow@example.com", "Slow", None))
