@@ -41,6 +41,7 @@ from .transport import (
     AccountRefused,
     DeliveryFailure,
     Envelope,
+    InDoubt,
     RecipientRefused,
     ServerUnavailable,
     SmtpTransport,
@@ -328,6 +329,13 @@ class Dispatcher:
         except RecipientRefused as exc:
             self._bounce(claim, exc, report, started)
             return True
+        except InDoubt as exc:
+            now = self.clock()
+            following = self._after_failure(claim, now, "unknown")
+            self.store.record_failed(claim, str(exc), None, now, following, outcome="unknown")
+            report.in_doubt += 1
+            self._log(claim, "unknown", None, started, str(exc))
+            return True
         except TransientFailure as exc:
             self._retry_or_fail(claim, exc, lead.timezone, report, started)
             if isinstance(exc, ServerUnavailable):
@@ -389,12 +397,14 @@ class Dispatcher:
         report.failed += 1
         self._log(claim, "failed", exc.code, started, str(exc))
 
-    def _after_failure(self, claim: Claim, now: datetime) -> PlannedDelivery | None:
-        """The lead's next step once this one has failed for good: the series goes on."""
+    def _after_failure(
+        self, claim: Claim, now: datetime, outcome: str = "failed"
+    ) -> PlannedDelivery | None:
+        """The lead's next step once this one has ended without a delivery: the series goes on."""
         state = self.lead_state(claim.lead_id, exclude=claim.step_id)
         if state is None:
             return None
-        return self._following(state.with_failed(claim.step_id, now))
+        return self._following(state.with_attempt(claim.step_id, outcome, now))
 
     def _log(
         self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None

@@ -49,12 +49,10 @@ class LeadState:
     history: tuple[Attempt, ...] = field(default_factory=tuple)
 
     def with_sent(self, step_id: str, at: datetime) -> LeadState:
-        return self._with(Attempt(step_id, "sent", at))
+        return self.with_attempt(step_id, "sent", at)
 
-    def with_failed(self, step_id: str, at: datetime) -> LeadState:
-        return self._with(Attempt(step_id, "failed", at))
-
-    def _with(self, attempt: Attempt) -> LeadState:
+    def with_attempt(self, step_id: str, status: str, at: datetime) -> LeadState:
+        attempt = Attempt(step_id, status, at)
         return LeadState(self.enrolled_at, self.timezone, self.status, (*self.history, attempt))
 
 

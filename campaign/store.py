@@ -1019,9 +1019,12 @@ class Store:
         code: int | None,
         now: datetime,
         following: PlannedDelivery | None,
+        outcome: str = "failed",
     ) -> None:
+        """The delivery's last word (`failed`, or `unknown` when it may have arrived), and the
+        lead's next step planned in the same transaction: the series goes on."""
         with self.tx() as conn:
-            conn.execute(_settled(claim, now, status="failed", last_error=error, smtp_code=code))
+            conn.execute(_settled(claim, now, status=outcome, last_error=error, smtp_code=code))
             if following is not None:
                 self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
 

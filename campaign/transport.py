@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ class DeliveryFailure(Exception):
 
 class TransientFailure(DeliveryFailure):
     """Try again later: nothing says the message or the recipient is at fault."""
+
+
+class InDoubt(DeliveryFailure):
+    """The whole message went out, then the server's answer never came (a timeout, a dropped
+    connection): it may have been accepted. Sending it again could mail the lead twice."""
 
 
 class ServerUnavailable(TransientFailure):
@@ -58,6 +64,37 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+class _HandOver:
+    """smtplib's DATA, noting the moment the whole message (up to the final dot) has been
+    handed to the server: a failure before it means "not delivered", after it "in doubt"."""
+
+    handed_over = False  # reset by the transport before each message
+
+    def data(self, msg: bytes) -> tuple[int, bytes]:  # the same steps as smtplib.SMTP.data
+        smtp: smtplib.SMTP = self  # type: ignore[assignment]
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            raise smtplib.SMTPDataError(code, reply)
+        body = _LEADING_DOT.sub(b"..", msg)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.send(body + b".\r\n")
+        self.handed_over = True
+        return smtp.getreply()
+
+
+class _Smtp(_HandOver, smtplib.SMTP):
+    pass
+
+
+class _SmtpSsl(_HandOver, smtplib.SMTP_SSL):
+    pass
+
+
+_LEADING_DOT = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
+
+
 def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
@@ -68,7 +105,7 @@ class SmtpTransport:
     def __init__(self, settings: SmtpSettings, per_connection: int = 100):
         self.settings = settings
         self.per_connection = per_connection
-        self._smtp: smtplib.SMTP | None = None
+        self._smtp: _Smtp | _SmtpSsl | None = None
         self._sent_on_connection = 0
 
     def __enter__(self) -> SmtpTransport:
@@ -77,12 +114,12 @@ class SmtpTransport:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Smtp | _SmtpSsl:
         s = self.settings
         context = tls_context() if s.security != "none" else None
         try:
             if s.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp: _Smtp | _SmtpSsl = _SmtpSsl(
                     s.host,
                     s.port,
                     timeout=s.timeout,
@@ -90,9 +127,7 @@ class SmtpTransport:
                     context=context,
                 )
             else:
-                smtp = smtplib.SMTP(
-                    s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname
-                )
+                smtp = _Smtp(s.host, s.port, timeout=s.timeout, local_hostname=s.local_hostname)
             self._hello(smtp)
             if s.security == "starttls":
                 smtp.starttls(context=context)
@@ -145,6 +180,7 @@ class SmtpTransport:
             self._smtp = self._connect()
             self._sent_on_connection = 0
         smtp = self._smtp
+        smtp.handed_over = False
         options = ["SMTPUTF8"] if envelope.utf8 else []
         try:
             refused = smtp.sendmail(
@@ -174,7 +210,10 @@ class SmtpTransport:
             ) from exc
         except OSError as exc:  # disconnected, reset, timed out (smtplib's errors are OSErrors)
             self.close()
-            raise TransientFailure(f"connection lost: {exc or type(exc).__name__}") from exc
+            reason = str(exc) or type(exc).__name__
+            if smtp.handed_over:
+                raise InDoubt(f"no answer once the whole message was sent: {reason}") from exc
+            raise TransientFailure(f"connection lost: {reason}") from exc
         except smtplib.SMTPException as exc:
             self.close()
             raise TransientFailure(f"SMTP error: {exc}") from exc

@@ -74,14 +74,12 @@ TRANSIENT = {
         "452",
     ),
     "data-421": ([Fault("DATA", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
-    "slow-data": (
-        [Fault("DATA", delay=3 * SLOW_TIMEOUT, times=None)],
-        None,
-        False,
-        None,
-        "timed out",
-    ),
-    "dropped-mid-data": ([Fault("DATA", drop=True, times=None)], None, False, None, "connection"),
+    "dropped-at-rcpt": ([Fault("RCPT", drop=True, times=None)], None, False, None, "connection"),
+}
+# The whole message went out and no answer came: the server may have accepted it.
+IN_DOUBT = {
+    "slow-answer": Fault("DATA", delay=3 * SLOW_TIMEOUT, times=None),
+    "dropped-after-the-message": Fault("DATA", drop=True, times=None),
 }
 
 
@@ -120,6 +118,28 @@ def test_transient_failure_is_retried_with_backoff_then_failed(rig: Rig, case: s
     # Giving up on one step does not end the series: the next step is planned as usual.
     following = rig.row(email, "pain-types")
     assert following["status"] == "pending" and following["attempts"] == 0
+
+
+@pytest.mark.parametrize("case", list(IN_DOUBT))
+def test_no_answer_once_the_whole_message_is_sent_is_in_doubt_and_never_resent(
+    rig: Rig, case: str
+) -> None:
+    """Retrying could mail the lead twice: the delivery is `unknown` at once, never tried
+    again, and the lead moves on to the next step."""
+    rig.timeout = SLOW_TIMEOUT
+    email = "ann@example.com"
+    rig.add(email)
+    with FaultServer(IN_DOUBT[case]) as server:
+        report = rig.run(server.port)
+        assert (report.in_doubt, report.sent, report.retried) == (1, 0, 0), report
+        row = rig.row(email)
+        assert (row["status"], row["attempts"]) == ("unknown", 1), row
+        assert "no answer once the whole message was sent" in row["last_error"], row
+        rig.now += timedelta(days=1)
+        rig.run(server.port)
+        assert rig.row(email)["attempts"] == 1
+        assert server.handler.commands.count("DATA") == 1, "the message was sent again"
+    assert rig.row(email, "pain-types")["status"] == "pending"
 
 
 def test_transient_failures_then_success_sends_exactly_once(rig: Rig) -> None:
@@ -314,8 +334,8 @@ def test_server_down_costs_one_attempt_per_run_not_one_per_message(rig: Rig) -> 
 def test_a_failure_mid_run_does_not_hold_up_the_rest(rig: Rig) -> None:
     emails = [f"lead{n}@example.com" for n in range(6)]
     rig.add(*emails)
-    # The third message's connection drops mid-DATA; the others still go out in this run.
-    with FaultServer(Fault("DATA", drop=True, recipient=emails[2])) as server:
+    # The third message's connection drops at RCPT; the others still go out in this run.
+    with FaultServer(Fault("RCPT", drop=True, recipient=emails[2])) as server:
         report = rig.run(server.port)
         assert (report.sent, report.retried) == (5, 1), report
         row = rig.row(emails[2])
