@@ -147,9 +147,15 @@ class Dispatcher:
         return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
 
     def replan_lead(self, lead_id: int, now: datetime) -> None:
-        state = self.lead_state(lead_id)
-        if state is not None:
-            self.store.replace_plan(lead_id, self.campaign_id, self._following(state), now)
+        found = self.store.enrollment(lead_id, self.campaign_id)
+        if found is None:
+            return
+        enrolled_at, lead = found[0], self.store.lead(lead_id)
+
+        def plan(history: Iterable[tuple[str, str, datetime]]) -> PlannedDelivery | None:
+            return self._following(_state(enrolled_at, lead, history, None))
+
+        self.store.replace_plan(lead_id, self.campaign_id, plan, now)
 
     def sync(self, now: datetime, report: RunReport) -> None:
         """Settle expired claims and, after a schedule edit, replan every lead's next step."""

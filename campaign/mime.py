@@ -127,7 +127,14 @@ class Body:
 
     def __init__(self, template: str, placeholder: re.Pattern[str]):
         self.placeholder = placeholder
+        self._template = template
         self._chunks: list[bytes | str] = []  # encoded constant runs, and lines to fill in
+        self._open_end = False
+        if "\r" in template:
+            # A CR (never in what the renderer makes) could pair with a line break across an
+            # empty value: such a template stays whole, encoded per message (see `encode`).
+            self._chunks.append(template)
+            return
         constant: list[bytes] = []
         for line in template.encode("utf-8").splitlines():
             if placeholder.search(text := line.decode("utf-8")):
@@ -148,6 +155,10 @@ class Body:
             chunk if isinstance(chunk, bytes) else self.placeholder.sub(fill, chunk)
             for chunk in self._chunks
         ]
+        if any(isinstance(part, str) and ("\r" in part or "\n" in part) for part in parts):
+            # A value with line breaks of its own (never a lead's field or a link) would meet
+            # the template's: encode the whole text instead.
+            return quoted_printable(self.placeholder.sub(fill, self._template))
         if self._open_end and parts[-1] == "":
             parts.pop()
         return b"".join(

@@ -16,7 +16,7 @@ import enum
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -834,18 +834,27 @@ class Store:
             last = ids[-1]
 
     def replace_plan(
-        self, lead_id: int, campaign_id: str, planned: PlannedDelivery | None, now: datetime
+        self,
+        lead_id: int,
+        campaign_id: str,
+        plan: Callable[[list[tuple[str, str, datetime]]], PlannedDelivery | None],
+        now: datetime,
     ) -> None:
-        """Make the lead's pending row match the planner's answer; sent rows are never touched."""
+        """Make the lead's pending row match the planner's answer; sent rows are never touched.
+
+        `plan` gets the lead's history as read inside this transaction, with the lead's rows
+        locked (on SQLite the whole write lock is held): a sender recording or starting one
+        of them meanwhile cannot make the answer stale, and drop the lead's next step.
+        """
         with self.tx() as conn:
-            if conn.execute(
-                select(deliveries.c.id).where(
-                    deliveries.c.lead_id == lead_id,
-                    deliveries.c.campaign_id == campaign_id,
-                    deliveries.c.status == "sending",
-                )
-            ).first():
+            statuses = conn.execute(
+                select(deliveries.c.status)
+                .where(deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id)
+                .with_for_update()
+            ).scalars()
+            if "sending" in set(statuses):
                 return  # in flight: the outcome will plan what comes next
+            planned = plan(self._history(conn, lead_id, campaign_id))
             pending = deliveries.c.status.in_(QUEUED)  # a reserved row is taken back too
             stale = [
                 deliveries.c.lead_id == lead_id,

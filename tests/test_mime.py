@@ -91,15 +91,23 @@ PLACEHOLDER = re.compile(r"PHx(\d+)x")
 LINE_PIECES = st.lists(
     st.one_of(
         st.text(st.characters(blacklist_categories=("Cs",)), max_size=90),
-        st.sampled_from(["PHx0x", "PHx1x", "\n", "\r\n", " \n", "=", "\t"]),
+        st.sampled_from(["PHx0x", "PHx1x", "\n", "\r\n", "\r", " \n", "=", "\t"]),
     ),
     max_size=30,
 )
-VALUES = st.lists(st.text(st.characters(blacklist_categories=("Cs",)), max_size=40), min_size=2)
+VALUES = st.lists(
+    st.one_of(
+        st.text(st.characters(blacklist_categories=("Cs",)), max_size=40),
+        st.sampled_from(["", "\n", "\r", "a\r\n"]),
+    ),
+    min_size=2,
+)
 
 
 @settings(max_examples=300, deadline=None)
 @example(pieces=["\n", "PHx0x"], values=["", ""])  # a last line that fills in empty
+@example(pieces=["PHx0x", "\n"], values=["\n", ""])  # a value's line break, then the template's
+@example(pieces=["\r", "PHx0x", "\n"], values=["", ""])  # CR, an empty value, LF: one break
 @given(pieces=LINE_PIECES, values=VALUES)
 def test_a_body_encoded_once_per_step_is_byte_for_byte_the_whole_body_encoded(
     pieces: list[str], values: list[str]
