@@ -136,23 +136,24 @@ class Dispatcher:
 
     # -- planning --------------------------------------------------------------------------
 
-    def lead_state(self, lead_id: int, exclude: str | None = None) -> LeadState | None:
-        found = self.store.enrollment(lead_id, self.campaign_id)
-        if found is None:
-            return None
-        return _state(found[0], self.store.lead(lead_id), found[1], exclude)
-
     def _following(self, state: LeadState) -> PlannedDelivery | None:
         upcoming = next_step(self.schedule, state)
         return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
 
-    def replan_lead(self, lead_id: int, now: datetime) -> None:
-        found = self.store.enrollment(lead_id, self.campaign_id)
-        if found is None:
-            return
-        enrolled_at, lead = found[0], self.store.lead(lead_id)
+    def _next_after(self, claim: Claim, outcome: str, at: datetime) -> PlannedDelivery | None:
+        """The lead's next step once this one ended as `outcome`, planned from what the
+        reservation read: whether sent, failed or in doubt, the series goes on."""
+        if claim.enrolled_at is None:
+            return None
+        state = _state(claim.enrolled_at, claim.lead, claim.history, claim.step_id)
+        return self._following(state.with_attempt(claim.step_id, outcome, at))
 
-        def plan(history: Iterable[tuple[str, str, datetime]]) -> PlannedDelivery | None:
+    def replan_lead(self, lead_id: int, now: datetime) -> None:
+        lead = self.store.lead(lead_id)
+
+        def plan(
+            enrolled_at: datetime, history: Iterable[tuple[str, str, datetime]]
+        ) -> PlannedDelivery | None:
             return self._following(_state(enrolled_at, lead, history, None))
 
         self.store.replace_plan(lead_id, self.campaign_id, plan, now)
@@ -318,7 +319,9 @@ class Dispatcher:
             return True
         if isinstance(built, str):
             now = self.clock()
-            self.store.record_failed(claim, built, None, now, self._after_failure(claim, now))
+            self.store.record_failed(
+                claim, built, None, now, self._next_after(claim, "failed", now)
+            )
             report.failed += 1
             report.errors.append(f"{lead.email}: {built}")
             self._log(claim, "failed", None, started, built)
@@ -337,7 +340,7 @@ class Dispatcher:
             return True
         except InDoubt as exc:
             now = self.clock()
-            following = self._after_failure(claim, now, "unknown")
+            following = self._next_after(claim, "unknown", now)
             self.store.record_failed(claim, str(exc), None, now, following, outcome="unknown")
             report.in_doubt += 1
             self._log(claim, "unknown", None, started, str(exc))
@@ -351,12 +354,7 @@ class Dispatcher:
                 return False
             return True
         sent_at = self.clock()
-        state = (
-            _state(claim.enrolled_at, lead, claim.history, claim.step_id)
-            if claim.enrolled_at is not None
-            else None
-        )
-        following = self._following(state.with_sent(claim.step_id, sent_at)) if state else None
+        following = self._next_after(claim, "sent", sent_at)
         # Recorded with the next message's start (or when the run ends): one commit each.
         self._unrecorded = Sent(claim, message_id, sent_at, following)
         report.sent += 1
@@ -398,19 +396,10 @@ class Dispatcher:
             f"gave up after {claim.attempts} attempts: {exc}",
             exc.code,
             now,
-            self._after_failure(claim, now),
+            self._next_after(claim, "failed", now),
         )
         report.failed += 1
         self._log(claim, "failed", exc.code, started, str(exc))
-
-    def _after_failure(
-        self, claim: Claim, now: datetime, outcome: str = "failed"
-    ) -> PlannedDelivery | None:
-        """The lead's next step once this one has ended without a delivery: the series goes on."""
-        state = self.lead_state(claim.lead_id, exclude=claim.step_id)
-        if state is None:
-            return None
-        return self._following(state.with_attempt(claim.step_id, outcome, now))
 
     def _log(
         self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None

@@ -789,18 +789,6 @@ class Store:
 
     # -- history for the planner -------------------------------------------------------------
 
-    def enrollment(self, lead_id: int, campaign_id: str) -> tuple[datetime, list[tuple]] | None:
-        """When the lead joined and its past deliveries (not the pending plan)."""
-        with self.read() as conn:
-            enrolled = conn.execute(
-                select(enrollments.c.enrolled_at).where(
-                    enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
-                )
-            ).scalar()
-            if enrolled is None:
-                return None
-            return from_db(enrolled), self._history(conn, lead_id, campaign_id)
-
     @staticmethod
     def _history(
         conn: Connection, lead_id: int, campaign_id: str
@@ -837,14 +825,15 @@ class Store:
         self,
         lead_id: int,
         campaign_id: str,
-        plan: Callable[[list[tuple[str, str, datetime]]], PlannedDelivery | None],
+        plan: Callable[[datetime, list[tuple[str, str, datetime]]], PlannedDelivery | None],
         now: datetime,
     ) -> None:
         """Make the lead's pending row match the planner's answer; sent rows are never touched.
 
-        `plan` gets the lead's history as read inside this transaction, with the lead's rows
-        locked (on SQLite the whole write lock is held): a sender recording or starting one
-        of them meanwhile cannot make the answer stale, and drop the lead's next step.
+        `plan` gets when the lead enrolled and its history (not the pending plan) as read
+        inside this transaction, with the lead's rows locked (on SQLite the whole write lock
+        is held): a sender recording or starting one of them meanwhile cannot make the
+        answer stale, and drop the lead's next step. A lead not enrolled is left alone.
         """
         with self.tx() as conn:
             statuses = conn.execute(
@@ -854,7 +843,14 @@ class Store:
             ).scalars()
             if "sending" in set(statuses):
                 return  # in flight: the outcome will plan what comes next
-            planned = plan(self._history(conn, lead_id, campaign_id))
+            enrolled = conn.execute(
+                select(enrollments.c.enrolled_at).where(
+                    enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
+                )
+            ).scalar()
+            if enrolled is None:
+                return
+            planned = plan(from_db(enrolled), self._history(conn, lead_id, campaign_id))
             pending = deliveries.c.status.in_(QUEUED)  # a reserved row is taken back too
             stale = [
                 deliveries.c.lead_id == lead_id,

@@ -171,7 +171,7 @@ def disagreement(schedule: Schedule, lead: LeadPlan) -> str | None:
 
 
 def _history_rows(conn, campaign_id: str, ids: Sequence[int]) -> list:
-    # Same rows and times as Store.enrollment(), read for a whole batch of leads at once.
+    # Same rows and times as the store's HISTORY, read for a whole batch of leads at once.
     return conn.execute(
         select(
             deliveries.c.lead_id,

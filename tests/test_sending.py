@@ -368,7 +368,7 @@ def test_row_for_a_removed_step_from_a_stale_worker_is_cancelled_and_the_lead_mo
     campaign.send_due(DAY0 + timedelta(days=1))  # replans with the new schedule
     stale = PlannedDelivery("pain-types", DAY0 + WEEK)
     campaign.store.replace_plan(
-        lead_id, "acupuncture-back-pain", lambda _history: stale, DAY0 + timedelta(days=1)
+        lead_id, "acupuncture-back-pain", lambda *_read: stale, DAY0 + timedelta(days=1)
     )
     report = campaign.send_due(DAY0 + WEEK)
     assert report.cancelled == 1 and report.sent == 1
@@ -376,17 +376,23 @@ def test_row_for_a_removed_step_from_a_stale_worker_is_cancelled_and_the_lead_mo
     assert campaign.pending() == {("sam@example.com", "faqs"): DAY0 + 2 * WEEK}
 
 
-def test_a_replan_from_a_stale_read_cannot_drop_the_next_step(
+def test_a_replan_racing_a_send_cannot_drop_the_next_step(
     campaign: Campaign, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A worker replanning after an edit read the lead before another worker sent step 1:
-    the plan is made from the history read inside the replanning transaction, so step 2,
-    planned by the sender, stays."""
+    """A worker replanning after an edit while another sends step 1: the plan is made from
+    the history read inside the replanning transaction, so step 2, planned by the sender,
+    stays."""
     (lead_id,) = campaign.enroll(DAY0, ("sam@example.com", "Sam", "America/Chicago"))
-    before = campaign.store.enrollment(lead_id, "acupuncture-back-pain")
-    assert campaign.send_due(DAY0).sent == 1
     dispatcher = campaign.engine().dispatcher(SmtpTransport(campaign.engine().smtp))
-    monkeypatch.setattr(campaign.store, "enrollment", lambda *_args: before)
+    read_lead = campaign.store.lead
+
+    def lead_then_a_send_elsewhere(wanted: int) -> Any:
+        found = read_lead(wanted)
+        monkeypatch.setattr(campaign.store, "lead", read_lead)
+        assert campaign.send_due(DAY0).sent == 1  # the other worker, right now
+        return found
+
+    monkeypatch.setattr(campaign.store, "lead", lead_then_a_send_elsewhere)
     dispatcher.replan_lead(lead_id, DAY0 + timedelta(hours=1))
     assert list(campaign.pending()) == [("sam@example.com", "pain-types")]
 
