@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime, getaddresses, parseaddr
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -99,10 +100,22 @@ class CompiledStep:
 
 @dataclass(frozen=True)
 class RenderedEmail:
+    """One lead's email. Sending needs only `message`; the HTML and text as strings (for
+    previews) are filled in when first asked for, not for every email sent."""
+
     subject: str
-    html: str
-    text: str
     message: MimeMessage  # `message.as_bytes()` is exactly what SMTP carries
+    compiled: CompiledStep = field(repr=False)
+    fill_html: Callable[[re.Match[str]], str] = field(repr=False)
+    fill_text: Callable[[re.Match[str]], str] = field(repr=False)
+
+    @cached_property
+    def html(self) -> str:
+        return self.compiled.placeholder.sub(self.fill_html, self.compiled.html)
+
+    @cached_property
+    def text(self) -> str:
+        return self.compiled.placeholder.sub(self.fill_text, self.compiled.text)
 
 
 def _utm(url: str, params: Mapping[str, str], step_id: str) -> str:
@@ -431,12 +444,7 @@ class Renderer:
             now,
             message_id,
         )
-        return RenderedEmail(
-            subject,
-            compiled.placeholder.sub(fill_html, compiled.html),
-            compiled.placeholder.sub(fill_text, compiled.text),
-            message,
-        )
+        return RenderedEmail(subject, message, compiled, fill_html, fill_text)
 
     def _message(
         self,
