@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import smtplib
 import ssl
 from dataclasses import dataclass
@@ -76,7 +75,7 @@ class _HandOver:
         code, reply = smtp.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        body = _LEADING_DOT.sub(b"..", msg)
+        body = dot_stuffed(msg)
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.send(body + b".\r\n")
@@ -92,7 +91,15 @@ class _SmtpSsl(_HandOver, smtplib.SMTP_SSL):
     pass
 
 
-_LEADING_DOT = re.compile(rb"(?m)^\.")  # dot-stuffing (RFC 5321 4.5.2)
+def dot_stuffed(data: bytes) -> bytes:
+    """Every line that begins with a dot gets a second one (RFC 5321 4.5.2).
+
+    What smtplib does with the regex `(?m)^\\.`, which tests every position of the message
+    and cost about 75 µs for a 9 KB email; `bytes.replace` does the same in a few.
+    """
+    if data.startswith(b"."):
+        data = b"." + data
+    return data.replace(b"\n.", b"\n..")
 
 
 def _text(reply: bytes | str) -> str:

@@ -1,0 +1,32 @@
+"""The SMTP client's own framing, against a real aiosmtpd server on loopback."""
+
+from __future__ import annotations
+
+import smtplib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from campaign.catcher import Catcher
+from campaign.settings import SmtpSettings
+from campaign.transport import Envelope, SmtpTransport, dot_stuffed
+
+LINES = st.lists(st.sampled_from(["", ".", "..", ".x", "a.", " .", "a", "\r", "\n", "x\r\n."]))
+
+
+@given(LINES)
+def test_dot_stuffing_matches_smtplib(parts: list[str]) -> None:
+    data = "\r\n".join(parts).encode()
+    assert dot_stuffed(data) == smtplib._quote_periods(data)
+
+
+def test_lines_that_begin_with_a_dot_arrive_intact() -> None:
+    data = (
+        b".starts with a dot\r\nSubject: dots\r\n\r\n"
+        b"..two\r\n.\r\nmiddle . dot\r\n.last=\r\n=2E encoded\r\n."
+    )
+    with Catcher() as catcher, SmtpTransport(SmtpSettings(port=catcher.port)) as transport:
+        transport.send(Envelope("care@example.com", "lead@example.com", data))
+        transport.send(Envelope("care@example.com", "lead@example.com", data + b"\r\n"))
+        caught = [c.data for c in catcher.messages]
+    assert caught == [data + b"\r\n", data + b"\r\n"]
