@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
 
+from .prepared import Prepared, execute
 from .writelock import WriteLock
 
 SCHEMA_VERSION = 1
@@ -278,6 +279,16 @@ MARK_SENT = (
     )
 )
 
+# What planning a step sets; the rest of the row takes its defaults.
+PLANNED_COLUMNS = (
+    "lead_id",
+    "campaign_id",
+    "step_id",
+    "due_at",
+    "status",
+    "attempts",
+    "updated_at",
+)
 
 # What a claimed row goes back to when it is to be tried again (or not at all, yet).
 UNCLAIMED = {"status": PENDING, "claimed_at": None, "claimed_by": None}
@@ -420,7 +431,13 @@ class Store:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.is_sqlite = engine.dialect.name == "sqlite"
-        self._plan = self._insert(deliveries).on_conflict_do_nothing()
+        # The statements a sender runs for every message, compiled once for this database.
+        dialect = engine.dialect
+        self._start_sql = Prepared(START, dialect)
+        self._mark_sent_sql = Prepared(MARK_SENT, dialect)
+        self._plan_sql = Prepared(
+            self._insert(deliveries).inline().on_conflict_do_nothing(), dialect, PLANNED_COLUMNS
+        )
         self._held = threading.local()  # see `holding`
         # SQLite has one writer at a time: writers queue (campaign.writelock) instead of
         # polling SQLite's busy handler, which sleeps in steps of milliseconds.
@@ -457,7 +474,7 @@ class Store:
         connection = nullcontext(held) if held else self.engine.connect()
         with self._writer, connection as conn, conn.begin():
             if self.is_sqlite:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                execute(conn, "BEGIN IMMEDIATE")
             yield conn
 
     @contextmanager
@@ -481,7 +498,7 @@ class Store:
         on PostgreSQL (READ COMMITTED) each statement sees what was committed when it began."""
         with self.engine.connect() as conn:
             if self.is_sqlite:
-                conn.exec_driver_sql("BEGIN")
+                execute(conn, "BEGIN")
             yield conn
 
     # -- schema ----------------------------------------------------------------------------
@@ -887,8 +904,8 @@ class Store:
 
         `ON CONFLICT DO NOTHING` rather than a savepoint: one statement, not three.
         """
-        conn.execute(
-            self._plan,
+        self._plan_sql.run(
+            conn,
             {
                 "lead_id": lead_id,
                 "campaign_id": campaign_id,
@@ -958,7 +975,7 @@ class Store:
 
     def _start(self, conn: Connection, claim: Claim, now: datetime) -> Start:
         params = {"delivery": claim.delivery_id, "worker": claim.worker, "start_now": to_db(now)}
-        if conn.execute(START, params).rowcount:
+        if self._start_sql.run(conn, params):
             return Start.GO
         status = conn.execute(
             select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
@@ -987,8 +1004,8 @@ class Store:
 
     def _record_sent(self, conn: Connection, sent: Sent) -> None:
         claim = sent.claim
-        conn.execute(
-            MARK_SENT,
+        self._mark_sent_sql.run(
+            conn,
             {
                 "delivery": claim.delivery_id,
                 "sent_message_id": sent.message_id,

@@ -268,19 +268,29 @@ def test_database_failing_mid_run_never_marks_unsent_mail_sent(
     rig = Rig(schedule_copy.path, tmp_path / "campaign.db")
     emails = [f"lead{n:03d}@example.com" for n in range(120)]
     rig.add(*emails)
-    broken = threading.Event()
+    # On every connection the store uses: query_only refuses every write; a page cap of 1
+    # clamps the file to its current size.
     pragma = {"read-only": "PRAGMA query_only = {}", "disk-full": "PRAGMA max_page_count = {}"}
+    on, off = ("1", "0") if fault == "read-only" else ("1", "4294967294")
+    used: set[sqlite3.Connection] = set()
+    broken = False
 
-    @event.listens_for(rig.store.engine, "before_cursor_execute")
-    def _fault(_conn, cursor, _statement, _parameters, _context, _executemany) -> None:
-        # Before every statement, on whichever connection: query_only refuses every write;
-        # a page cap of 1 clamps the file to its current size.
-        on, off = ("1", "0") if fault == "read-only" else ("1", "4294967294")
-        cursor.connection.execute(pragma[fault].format(on if broken.is_set() else off))
+    def set_broken(state: bool) -> None:
+        nonlocal broken
+        broken = state
+        for connection in used:
+            connection.execute(pragma[fault].format(on if state else off))
+
+    @event.listens_for(rig.store.engine, "checkout")
+    def _checkout(dbapi_connection, _record, _proxy) -> None:
+        used.add(dbapi_connection)
+        dbapi_connection.execute(pragma[fault].format(on if broken else off))
 
     def on_message(_caught: Caught) -> None:
-        if len(catcher.messages) == 7:  # the 7th message is in; now the database fails
-            broken.set()
+        # The 7th message is in, and the server has not answered yet: the sender is waiting
+        # for the reply, outside the database. Now the database fails.
+        if len(catcher.messages) == 7:
+            set_broken(True)
 
     catcher = Catcher(CatchHandler(on_message=on_message))
     with catcher:
@@ -294,7 +304,7 @@ def test_database_failing_mid_run_never_marks_unsent_mail_sent(
         in_flight = [e for e in emails if rig.row(e)["status"] == "sending"]
         assert len(in_flight) <= 1 and len(first_run) - len(marked_sent) <= 1, in_flight
         # The database recovers; after the lease the one in doubt is reported, not resent.
-        broken.clear()
+        set_broken(False)
         rig.advance(DEFAULT_LEASE + timedelta(minutes=1))
         report = rig.run(catcher.port)
         assert report.in_doubt == len(in_flight), report

@@ -33,16 +33,18 @@ from sending_support import (
     iso,
     unthrottled,
 )
-from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy import bindparam, create_engine, insert, inspect, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
 from campaign.catcher import Catcher
 from campaign.leads import import_csv
 from campaign.links import LinkSigner
+from campaign.prepared import Prepared
 from campaign.runner import Engine
 from campaign.schedule import load_schedule
 from campaign.settings import SettingsError, SmtpSettings
-from campaign.store import DUE, Store, deliveries, leads
+from campaign.store import DUE, Store, deliveries, leads, meta
 
 CAMPAIGN = "acupuncture-back-pain"
 DAY0 = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # a Monday, inside Chicago's 09:00–17:00
@@ -508,5 +510,59 @@ def test_connection_dropped_while_idle_is_replaced_not_reported(
         assert killed >= 1
         assert store.get_meta("k") == "v"
     finally:
+        store.close()
+        pg_cluster.drop(url)
+
+
+# -- the sender's statements, run on the driver's cursor (campaign.prepared) ---------------
+
+NEW_LEAD = ("email", "first_name", "attributes", "status", "created_at")
+
+
+def test_a_driver_error_in_a_prepared_statement_is_sqlalchemys_own(backend: Backend) -> None:
+    add = Prepared(insert(leads), backend.store.engine.dialect, NEW_LEAD)
+    row = {
+        "email": "zoe@example.com",
+        "first_name": "Zoë",
+        "attributes": "{}",
+        "status": "active",
+        "created_at": datetime(2026, 3, 2, 15, 0, 0, 123456),
+    }
+    with backend.store.tx() as conn:
+        assert add.run(conn, row) == 1
+    with pytest.raises(IntegrityError, match="zoe@example.com"), backend.store.tx() as conn:
+        add.run(conn, row)
+    found = backend.query("SELECT email, first_name, created_at FROM leads")
+    assert [(email, name, str(at)) for email, name, at in found] == [
+        ("zoe@example.com", "Zoë", "2026-03-02 15:00:00.123456")
+    ]
+
+
+def test_a_connection_lost_mid_run_fails_one_transaction_then_is_replaced(
+    pg_cluster: Any,
+) -> None:
+    """The sender holds one connection for its run. A server restart fails the transaction
+    that meets it; the next one gets a new connection instead of failing the same way."""
+    url = pg_cluster.database()
+    store = Store.open(url)
+    mark = Prepared(
+        update(meta).where(meta.c.key == bindparam("key")).values(value=bindparam("value")),
+        store.engine.dialect,
+    )
+    killer = create_engine(url, poolclass=NullPool)
+    try:
+        store.set_meta("k", "before")
+        with store.holding():
+            with store.tx() as conn:
+                pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+            with killer.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(DBAPIError), store.tx() as conn:
+                mark.run(conn, {"key": "k", "value": "lost"})
+            with store.tx() as conn:
+                assert mark.run(conn, {"key": "k", "value": "after"}) == 1
+        assert store.get_meta("k") == "after"
+    finally:
+        killer.dispose()
         store.close()
         pg_cluster.drop(url)
