@@ -54,6 +54,7 @@ DEFAULT_LEASE = timedelta(minutes=10)
 # Rows a connection takes from the queue in one transaction: enough to pay for the reads
 # many times over, few enough that a stopped run hands little back.
 RESERVATION = 16
+STEP_REMOVED = "step removed from the schedule"
 
 
 @dataclass
@@ -299,7 +300,10 @@ class Dispatcher:
         message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
         try:
             built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
-            outcome = self.store.start(claim, self.clock(), self._unrecorded)
+            if isinstance(built, tuple):
+                outcome = self.store.start(claim, self.clock(), self._unrecorded)
+            else:
+                outcome = self._settle_unsendable(claim, built)
         except BaseException:
             self._reserved.appendleft(claim)  # not started: `_finish` hands it back
             raise
@@ -310,18 +314,12 @@ class Dispatcher:
         if outcome is not Start.GO:
             return True
         if built is None:
-            # A worker on an older schedule planned a step since removed: plan the real next
-            # one, or the lead would wait forever for an email that never comes.
-            self.store.cancel(claim, "step removed from the schedule", self.clock())
             report.cancelled += 1
-            self._log(claim, "cancelled", None, started, "step removed from the schedule")
+            self._log(claim, "cancelled", None, started, STEP_REMOVED)
+            # Plan the real next step, or the lead would wait forever for this one.
             self.replan_lead(lead.id, self.clock())
             return True
         if isinstance(built, str):
-            now = self.clock()
-            self.store.record_failed(
-                claim, built, None, now, self._next_after(claim, "failed", now)
-            )
             report.failed += 1
             report.errors.append(f"{lead.email}: {built}")
             self._log(claim, "failed", None, started, built)
@@ -360,6 +358,18 @@ class Dispatcher:
         report.sent += 1
         self._log(claim, "sent", 250, started)
         return True
+
+    def _settle_unsendable(self, claim: Claim, problem: str | None) -> Start:
+        """End a row with no message to send, without putting it in flight: its step was
+        removed (`None`: a worker on an older schedule planned it) or its message cannot be
+        built (`problem`: this lead's data breaks the template, so the series goes on)."""
+        now = self.clock()
+        if problem is None:
+            return self.store.settle_unsent(
+                claim, now, self._unrecorded, "cancelled", STEP_REMOVED, None
+            )
+        following = self._next_after(claim, "failed", now)
+        return self.store.settle_unsent(claim, now, self._unrecorded, "failed", problem, following)
 
     def _bounce(
         self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float

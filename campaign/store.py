@@ -977,10 +977,52 @@ class Store:
         params = {"delivery": claim.delivery_id, "worker": claim.worker, "start_now": to_db(now)}
         if self._start_sql.run(conn, params):
             return Start.GO
+        return self._not_ours(conn, claim)
+
+    @staticmethod
+    def _not_ours(conn: Connection, claim: Claim) -> Start:
+        """Why a reserved row could not be taken any further."""
         status = conn.execute(
             select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
         ).scalar()
         return Start.LEFT if status == "cancelled" else Start.GONE
+
+    def settle_unsent(
+        self,
+        claim: Claim,
+        now: datetime,
+        after: Sent | None,
+        outcome: str,
+        error: str,
+        following: PlannedDelivery | None,
+    ) -> Start:
+        """End a reserved row that cannot be sent (its step was removed, or its message
+        cannot be built) without ever putting it in flight: nothing went out, so even a
+        crash right after leaves nothing in doubt. A failure counts as an attempt, a
+        cancellation does not. The connection's previous message (`after`) is recorded
+        in the same transaction, as `start` does."""
+        with self.tx() as conn:
+            if after is not None:
+                self._record_sent(conn, after)
+            changed = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.id == claim.delivery_id,
+                    deliveries.c.status == "claimed",
+                    deliveries.c.claimed_by == claim.worker,
+                )
+                .values(
+                    status=outcome,
+                    last_error=error,
+                    attempts=deliveries.c.attempts + int(outcome == "failed"),
+                    updated_at=to_db(now),
+                )
+            ).rowcount
+            if not changed:
+                return self._not_ours(conn, claim)
+            if following is not None:
+                self._insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
+            return Start.GO
 
     def release_reserved(self, claims: Sequence[Claim], now: datetime) -> None:
         """Put reserved rows that were never started back in the queue, as they were."""
@@ -1054,9 +1096,6 @@ class Store:
         """Give a started claim back untouched (the whole account was refused, not this
         message)."""
         self._settle(claim, now, **UNCLAIMED, attempts=deliveries.c.attempts - 1, last_error=error)
-
-    def cancel(self, claim: Claim, reason: str, now: datetime) -> None:
-        self._settle(claim, now, status="cancelled", last_error=reason)
 
     def _settle(self, claim: Claim, now: datetime, **values: Any) -> None:
         with self.tx() as conn:

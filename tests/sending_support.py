@@ -254,6 +254,24 @@ class Campaign:
             db.row_factory = sqlite3.Row
             return db.execute(query, (status,) if status else ()).fetchall()
 
+    def watch_statuses(self) -> None:
+        """From now on, keep every status a delivery goes through (an SQLite trigger)."""
+        with sqlite3.connect(self.db_path) as db:
+            db.executescript(
+                "CREATE TABLE status_log (delivery INTEGER, status TEXT);"
+                "CREATE TRIGGER log_status AFTER UPDATE OF status ON deliveries "
+                "BEGIN INSERT INTO status_log VALUES (new.id, new.status); END;"
+            )
+
+    def statuses(self, email: str, step: str) -> list[str]:
+        """The statuses one delivery went through since `watch_statuses`, in order."""
+        query = (
+            "SELECT s.status FROM status_log s JOIN deliveries d ON d.id = s.delivery "
+            "JOIN leads l ON l.id = d.lead_id WHERE l.email = ? AND d.step_id = ? ORDER BY s.rowid"
+        )
+        with sqlite3.connect(self.db_path) as db:
+            return [status for (status,) in db.execute(query, (email, step))]
+
     def pending(self) -> dict[tuple[str, str], datetime]:
         """(email, step) → due time of every pending delivery."""
         return {

@@ -235,9 +235,13 @@ def test_a_lead_whose_data_breaks_a_template_fails_alone_and_moves_on(
     fails; the run goes on, the next run too, and Bob still gets step 2 on time."""
     campaign.edit(lambda data: data["steps"][0].update(subject="Hi {{ lead.first_name[3] }}"))
     campaign.enroll(DAY0, ("bob@example.com", "Bob", None), ("maria@example.com", "Maria", None))
+    campaign.watch_statuses()
     report = campaign.send_due(DAY0)
     assert (report.sent, report.failed) == (1, 1), report
     assert "cannot build the message" in report.errors[0]
+    # Never in flight: a crash at any moment could not leave it in doubt.
+    assert campaign.statuses("bob@example.com", "mechanisms") == ["claimed", "failed"]
+    assert campaign.statuses("maria@example.com", "mechanisms") == ["claimed", "sending", "sent"]
     assert [rcpt for rcpt, _ in campaign.received()] == ["maria@example.com"]
     assert campaign.send_due(DAY0 + timedelta(hours=1)).ok
     rows = {(r["email"], r["step_id"]): r["status"] for r in campaign.deliveries()}
@@ -370,8 +374,12 @@ def test_row_for_a_removed_step_from_a_stale_worker_is_cancelled_and_the_lead_mo
     campaign.store.replace_plan(
         lead_id, "acupuncture-back-pain", lambda *_read: stale, DAY0 + timedelta(days=1)
     )
+    campaign.watch_statuses()
     report = campaign.send_due(DAY0 + WEEK)
     assert report.cancelled == 1 and report.sent == 1
+    assert campaign.statuses("sam@example.com", "pain-types") == ["claimed", "cancelled"]
+    (removed,) = [row for row in campaign.deliveries() if row["step_id"] == "pain-types"]
+    assert (removed["attempts"], removed["last_error"]) == (0, "step removed from the schedule")
     assert series_of(campaign, "sam@example.com") == ["mechanisms", "process"]
     assert campaign.pending() == {("sam@example.com", "faqs"): DAY0 + 2 * WEEK}
 
