@@ -7,7 +7,12 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given
+from hypothesis import strategies as st
 from sending_support import Campaign
+
+from campaign.leads import normalize_email
 
 pytest_plugins = ("sending_support",)
 
@@ -113,3 +118,60 @@ def test_unreadable_file_is_refused_as_a_whole(
     result = campaign.cli("leads", "import", str(write(campaign, "leads.csv", content)), expect=2)
     assert expected in result.stderr and "leads.csv" in result.stderr, result.stderr
     assert table_sizes(campaign)["leads"] == 0
+
+
+# -- email addresses: the shortcut for a domain already accepted gives the same answer --------
+
+LONG_DOMAIN = ("c" * 62 + ".") * 3 + "com"  # 192 characters: 254 with a 61-character local
+LOCAL_PARTS = st.one_of(
+    st.text(alphabet=st.sampled_from("aZ09.!#$%&'*+/=?^_`{|}~-\"(),:;<>@[\\] é"), max_size=70),
+    st.text(alphabet=st.sampled_from("ab.+"), min_size=55, max_size=70),  # near the limits
+)
+DOMAINS = st.sampled_from(
+    [
+        "example.com",
+        "Example.COM",
+        "bücher.de",
+        "xn--bcher-kva.de",
+        "a.test",
+        "localhost",
+        "123.com",
+        "-bad.com",
+        "exa_mple.com",
+        "a" * 63 + ".com",
+        "b" * 64 + ".com",
+        LONG_DOMAIN,
+        "[127.0.0.1]",
+        "",
+    ]
+)
+
+
+def checked_by_email_validator(address: str) -> str | None:
+    try:
+        normal = validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+    local, _, domain = normal.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def normalized(address: str) -> str | None:
+    try:
+        return normalize_email(address)
+    except ValueError:
+        return None
+
+
+@given(LOCAL_PARTS, DOMAINS, LOCAL_PARTS)
+@example("a" * 61, LONG_DOMAIN, "b" * 62)  # one character too long in all
+@example("ann", "example.com", "a" * 65)  # a local part one character too long
+@example("ann", "example.com", "a.b")
+@example("ann", "example.com", "a..b")
+def test_an_address_at_a_known_domain_is_judged_as_email_validator_judges_it(
+    first: str, domain: str, second: str
+) -> None:
+    for local in (first, second):  # the second one may take the shortcut
+        address = f"{local}@{domain}"
+        if "\n" not in address:
+            assert normalized(address) == checked_by_email_validator(address), address
