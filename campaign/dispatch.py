@@ -55,6 +55,7 @@ DEFAULT_LEASE = timedelta(minutes=10)
 # many times over, few enough that a stopped run hands little back.
 RESERVATION = 16
 STEP_REMOVED = "step removed from the schedule"
+_LOG_LEVELS = {"sent": logging.INFO, "cancelled": logging.INFO, "stopped": logging.ERROR}
 
 
 @dataclass
@@ -414,6 +415,9 @@ class Dispatcher:
     def _log(
         self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None
     ) -> None:
+        level = _LOG_LEVELS.get(outcome, logging.WARNING)
+        if not log.isEnabledFor(level):
+            return
         elapsed = (time.perf_counter() - started) * 1000
         line = (
             f"outcome={outcome} delivery={claim.delivery_id} lead={claim.lead_id} "
@@ -421,5 +425,4 @@ class Dispatcher:
         )
         if error:
             line += f" error={error!r}"
-        level = {"sent": logging.INFO, "cancelled": logging.INFO, "stopped": logging.ERROR}
-        log.log(level.get(outcome, logging.WARNING), line)
+        log.log(level, line)

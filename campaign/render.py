@@ -256,6 +256,8 @@ class Renderer:
         )
         sender = parseaddr(self.schedule.sender.from_)[1]
         self.sender_domain = sender.rpartition("@")[2]
+        self._clinic = self.schedule.clinic.model_dump()  # what subjects may name
+        self._campaign = self.schedule.campaign.model_dump()
         logging.getLogger("premailer").setLevel(logging.CRITICAL)
         logging.getLogger("cssutils").setLevel(logging.CRITICAL)
 
@@ -370,7 +372,7 @@ class Renderer:
             mime.Body(inlined, placeholder),
             mime.Body(text, placeholder),
         )
-        self._render_subject(compiled, LeadView(email="preview@example.com"))
+        self._render_subject(compiled, self.lead_values(LeadView(email="preview@example.com")))
         return compiled
 
     def _render_template(self, name: str, context: dict[str, Any]) -> str:
@@ -402,14 +404,14 @@ class Renderer:
             values[f"lead.{name}"] = value
         return values
 
-    def _render_subject(self, compiled: CompiledStep, lead: LeadView) -> str:
-        values = self.lead_values(lead)
-        lead_ns = {name.removeprefix("lead."): value for name, value in values.items()}
+    def _render_subject(self, compiled: CompiledStep, lead_values: dict[str, str]) -> str:
+        lead_ns = {name.removeprefix("lead."): value for name, value in lead_values.items()}
         try:
             subject = compiled.subject.render(
                 lead=lead_ns,
-                clinic=self.schedule.clinic.model_dump(),
-                campaign=self.schedule.campaign.model_dump(),
+                # Copies: a template in Jinja's sandbox may still change a dict it is given.
+                clinic=dict(self._clinic),
+                campaign=dict(self._campaign),
             )
         except jinja2.TemplateError as exc:
             raise TemplateProblem(
@@ -428,13 +430,13 @@ class Renderer:
     ) -> RenderedEmail:
         compiled = self.compile(step_id)
         values = self.lead_values(lead)
+        subject = self._render_subject(compiled, values)
         values[UNSUBSCRIBE] = links.unsubscribe
         values[CONFIRM] = links.confirm
         for index, url in enumerate(compiled.urls):
             values[f"click.{index}"] = links.click(index, url)
         fill_html = compiled.fill(values, escape=True)
         fill_text = compiled.fill(values, escape=False)
-        subject = self._render_subject(compiled, lead)
         message = self._message(
             compiled,
             lead,

@@ -331,3 +331,16 @@ def test_premailer_runs_once_per_step_for_many_leads(monkeypatch) -> None:
     assert len(names) == 50
     render(renderer, "faqs")
     assert len(calls) == 2
+
+
+def test_a_subject_that_changes_what_it_is_given_changes_only_its_own_email(
+    schedule_copy,
+) -> None:
+    schedule_copy.edit(
+        "subject: How acupuncture eases back pain",
+        "subject: \"{{ clinic.name }}{{ clinic.update(name='Hijacked') or '' }}\"",
+    )
+    renderer = Renderer(load_schedule(schedule_copy.path))
+    clinic = renderer.schedule.clinic.name
+    subjects = [render(renderer, "mechanisms").subject for _ in range(2)]
+    assert subjects == [clinic, clinic]
