@@ -29,11 +29,13 @@ MAX_FILE_BYTES = 200_000_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ATTRIBUTE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,63}$")
 # Most of email_validator's time goes to checking the domain, and a list of leads shares
-# few domains: an address whose domain it has accepted before, with a plain ASCII local part
-# (a dot-atom of at most 64 characters), needs no second check to get the same answer.
+# few domains: an address whose domain (written in ASCII) it has accepted before, with a
+# plain local part, needs no second check to get the same answer. Plain: a lower-case ASCII
+# dot-atom of at most 64 characters, since email_validator lower-cases role names such as
+# `Info` and `Sales`, and keeps the case of the others.
 _accepted_domains: dict[str, str] = {}  # as written → as email_validator normalised it
 MAX_ACCEPTED_DOMAINS = 10_000
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ATOM = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_LOCAL = re.compile(rf"(?=.{{1,64}}\Z){_ATOM}(?:\.{_ATOM})*\Z")
 # What reading a file as UTF-8 with errors="surrogateescape" leaves for bytes it could not decode.
 _UNDECODED = re.compile("[\udc80-\udcff]")
@@ -55,7 +57,7 @@ def normalize_email(value: str) -> str:
         raise ValueError("contains control characters (line breaks, tabs or NUL)")
     local, _, domain = value.rpartition("@")
     known = _accepted_domains.get(domain)
-    if known is not None and _PLAIN_LOCAL.match(local) and len(local) + len(known) < 254:
+    if known is not None and _PLAIN_LOCAL.match(local) and len(value) <= 254:
         return f"{local}@{known}"
     try:
         checked = validate_email(value, check_deliverability=False)
@@ -64,7 +66,7 @@ def normalize_email(value: str) -> str:
     normal_local, _, normal_domain = checked.normalized.rpartition("@")
     if len(_accepted_domains) >= MAX_ACCEPTED_DOMAINS:
         _accepted_domains.clear()
-    if normal_domain.isascii():  # the length limit counts an international one encoded
+    if domain.isascii():  # the length limits count an international one as written
         _accepted_domains[domain] = normal_domain.lower()
     return f"{normal_local}@{normal_domain.lower()}"
 

@@ -31,7 +31,8 @@ class Prepared:
         dialect: Dialect,
         column_keys: Sequence[str] | None = None,
     ):
-        """`column_keys`: for an INSERT, the columns it sets (the rest take their defaults)."""
+        """`column_keys`: for an INSERT, the columns it sets. Name every column that has a
+        Python-side default too: only the database's own defaults apply to the others."""
         compiled = statement.compile(dialect=dialect, column_keys=list(column_keys or ()))
         self.sql = str(compiled)
         self._order = compiled.positiontup  # None where the driver takes named parameters

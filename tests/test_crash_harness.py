@@ -31,7 +31,7 @@ from sqlalchemy.exc import OperationalError
 from campaign.catcher import Catcher, CatchHandler, Caught, free_port
 from campaign.dispatch import DEFAULT_LEASE
 from campaign.leads import import_csv
-from campaign.store import WAL_CHECKPOINT_PAGES, WAL_SIZE_LIMIT, Store, deliveries, leads
+from campaign.store import Store, deliveries, leads
 from tests.reliability_support import PYTHON, REPO, T0, Rig, cli_env, set_yaml_block
 
 LEADS = 300
@@ -329,22 +329,3 @@ def test_read_only_database_is_a_clear_error_and_sends_nothing(harness: Rig) -> 
     assert "Traceback" not in result.stderr, result.stderr
     harness.store = Store.open(harness.url)
     assert harness.snapshot() == before
-
-
-def test_every_sqlite_connection_keeps_the_write_ahead_log_settings(tmp_path) -> None:
-    """WAL, no fsync per commit, and a checkpoint every 10 000 pages, on every connection
-    (the sender's held one and the pool's alike); a lost setting would cost throughput
-    (checkpoints) or durability (the journal mode) without any test noticing otherwise."""
-    store = Store.open(f"sqlite:///{tmp_path / 'campaign.db'}")
-    try:
-        with store.holding(), store.tx() as held, store.engine.connect() as other:
-            for conn in (held, other):
-                settings = [
-                    conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                    for name in ("journal_mode", "synchronous", "wal_autocheckpoint")
-                ]
-                assert settings == ["wal", 1, WAL_CHECKPOINT_PAGES]
-                limit = conn.exec_driver_sql("PRAGMA journal_size_limit").scalar()
-                assert limit == WAL_SIZE_LIMIT
-    finally:
-        store.close()

@@ -123,9 +123,11 @@ def test_unreadable_file_is_refused_as_a_whole(
 # -- email addresses: the shortcut for a domain already accepted gives the same answer --------
 
 LONG_DOMAIN = ("c" * 62 + ".") * 3 + "com"  # 192 characters: 254 with a 61-character local
+FULL_WIDTH_DOMAIN = "ａ" * 30 + "." + "ｂ" * 32 + ".com"  # ASCII once normalised, longer as written
 LOCAL_PARTS = st.one_of(
     st.text(alphabet=st.sampled_from("aZ09.!#$%&'*+/=?^_`{|}~-\"(),:;<>@[\\] é"), max_size=70),
     st.text(alphabet=st.sampled_from("ab.+"), min_size=55, max_size=70),  # near the limits
+    st.sampled_from(["info", "Info", "SALES", "postmaster", "Ann", "ann"]),  # role names
 )
 DOMAINS = st.sampled_from(
     [
@@ -141,6 +143,7 @@ DOMAINS = st.sampled_from(
         "a" * 63 + ".com",
         "b" * 64 + ".com",
         LONG_DOMAIN,
+        FULL_WIDTH_DOMAIN,
         "[127.0.0.1]",
         "",
     ]
@@ -168,6 +171,8 @@ def normalized(address: str) -> str | None:
 @example("ann", "example.com", "a" * 65)  # a local part one character too long
 @example("ann", "example.com", "a.b")
 @example("ann", "example.com", "a..b")
+@example("ann", "example.com", "Info")  # email_validator lower-cases role names
+@example("ann", FULL_WIDTH_DOMAIN, "z" * 64)  # too long as written
 def test_an_address_at_a_known_domain_is_judged_as_email_validator_judges_it(
     first: str, domain: str, second: str
 ) -> None:
