@@ -366,11 +366,10 @@ class Dispatcher:
         built (`problem`: this lead's data breaks the template, so the series goes on)."""
         now = self.clock()
         if problem is None:
-            return self.store.settle_unsent(
-                claim, now, self._unrecorded, "cancelled", STEP_REMOVED, None
-            )
-        following = self._next_after(claim, "failed", now)
-        return self.store.settle_unsent(claim, now, self._unrecorded, "failed", problem, following)
+            outcome, error, following = "cancelled", STEP_REMOVED, None
+        else:
+            outcome, error, following = "failed", problem, self._next_after(claim, "failed", now)
+        return self.store.settle_unsent(claim, now, self._unrecorded, outcome, error, following)
 
     def _bounce(
         self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float

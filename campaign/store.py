@@ -1005,21 +1005,16 @@ class Store:
         with self.tx() as conn:
             if after is not None:
                 self._record_sent(conn, after)
-            changed = conn.execute(
-                update(deliveries)
-                .where(
-                    deliveries.c.id == claim.delivery_id,
-                    deliveries.c.status == "claimed",
-                    deliveries.c.claimed_by == claim.worker,
-                )
-                .values(
-                    status=outcome,
-                    last_error=error,
-                    attempts=deliveries.c.attempts + int(outcome == "failed"),
-                    claimed_at=to_db(now),  # when it ended, as `start` records when it began
-                    updated_at=to_db(now),
-                )
-            ).rowcount
+            ended = _settled(
+                claim,
+                now,
+                status=outcome,
+                last_error=error,
+                attempts=deliveries.c.attempts + int(outcome == "failed"),
+                claimed_at=to_db(now),  # when it ended, as `start` records when it began
+            )
+            still_ours = (deliveries.c.status == "claimed", deliveries.c.claimed_by == claim.worker)
+            changed = conn.execute(ended.where(*still_ours)).rowcount
             if not changed:
                 return self._not_ours(conn, claim)
             if following is not None:
