@@ -26,23 +26,16 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import text  # noqa: E402
 
-from campaign.dispatch import RESERVATION  # noqa: E402
-from campaign.leads import import_csv  # noqa: E402
-from campaign.links import LinkSigner  # noqa: E402
+from campaign.config.schedule import load_schedule  # noqa: E402
+from campaign.config.settings import SmtpSettings  # noqa: E402
+from campaign.leads.intake import import_csv  # noqa: E402
+from campaign.model import Claim, NewLead, PlannedDelivery, Sent, Start  # noqa: E402
 from campaign.planner import plan_fingerprint, plan_key  # noqa: E402
-from campaign.render import LeadView, Renderer  # noqa: E402
-from campaign.runner import Engine  # noqa: E402
-from campaign.schedule import load_schedule  # noqa: E402
-from campaign.settings import SmtpSettings  # noqa: E402
-from campaign.store import (  # noqa: E402
-    DUE,
-    Claim,
-    NewLead,
-    PlannedDelivery,
-    Sent,
-    Start,
-    Store,
-)
+from campaign.rendering.links import LinkSigner  # noqa: E402
+from campaign.rendering.renderer import LeadView, Renderer  # noqa: E402
+from campaign.sending.dispatcher import RESERVATION  # noqa: E402
+from campaign.sending.runner import Engine  # noqa: E402
+from campaign.store.queue import DUE, Store  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # every benchmark lead signed up (and is due) now
 SIGNER = LinkSigner("https://clinic.example.com", "benchmark-only-link-signing-key-0123")

@@ -19,41 +19,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from .schedule import Schedule, SendWindow, Step
+from campaign.config.schedule import Schedule, SendWindow, Step
+from campaign.model import LeadState
 
 ACTIVE = "active"
 # Delivery outcomes after which a step counts as passed: sent, given up on, or in doubt.
 PASSED_STATUSES = frozenset({"sent", "failed", "unknown"})
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One delivery in a lead's history: which step, what became of it, and when."""
-
-    step_id: str
-    status: str
-    at: datetime
-
-
-@dataclass(frozen=True)
-class LeadState:
-    """What the planner needs to know about a lead, read from the store by the shell."""
-
-    enrolled_at: datetime
-    timezone: str | None = None
-    status: str = ACTIVE
-    history: tuple[Attempt, ...] = field(default_factory=tuple)
-
-    def with_sent(self, step_id: str, at: datetime) -> LeadState:
-        return self.with_attempt(step_id, "sent", at)
-
-    def with_attempt(self, step_id: str, status: str, at: datetime) -> LeadState:
-        attempt = Attempt(step_id, status, at)
-        return LeadState(self.enrolled_at, self.timezone, self.status, (*self.history, attempt))
 
 
 @dataclass(frozen=True)

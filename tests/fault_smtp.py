@@ -19,7 +19,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from campaign.catcher import Caught, free_port
+from campaign.devtools.catcher import Caught, free_port
 
 COMMANDS = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA")
 

@@ -12,14 +12,14 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from click.testing import CliRunner, Result
 
-from campaign.catcher import Catcher, CatchHandler
-from campaign.cli import main
-from campaign.leads import add_lead, parse_lead
-from campaign.links import LinkSigner
-from campaign.runner import Engine
-from campaign.schedule import load_schedule
-from campaign.settings import SmtpSettings
-from campaign.store import Store
+from campaign.cli.main import main
+from campaign.config.schedule import load_schedule
+from campaign.config.settings import SmtpSettings
+from campaign.devtools.catcher import Catcher, CatchHandler
+from campaign.leads.intake import add_lead, parse_lead
+from campaign.rendering.links import LinkSigner
+from campaign.sending.runner import Engine
+from campaign.store.queue import Store
 
 SECRET = "test-secret-key-for-marketer-tools"
 

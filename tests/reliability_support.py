@@ -18,12 +18,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from campaign.leads import add_lead, parse_lead
-from campaign.links import LinkSigner
-from campaign.runner import Engine
-from campaign.schedule import load_schedule
-from campaign.settings import SmtpSettings
-from campaign.store import Store, deliveries, leads
+from campaign.config.schedule import load_schedule
+from campaign.config.settings import SmtpSettings
+from campaign.leads.intake import add_lead, parse_lead
+from campaign.rendering.links import LinkSigner
+from campaign.sending.runner import Engine
+from campaign.store.queue import Store, deliveries, leads
 
 REPO = Path(__file__).resolve().parents[1]
 # Wednesday 4 March 2026, 10:00 in Chicago: inside the send window, step 1 due at once.

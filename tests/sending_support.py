@@ -28,14 +28,14 @@ from typing import Any
 import pytest
 import yaml
 
-from campaign.catcher import Catcher, CatchHandler
-from campaign.dispatch import RunReport
-from campaign.leads import add_lead, parse_lead
-from campaign.links import LinkSigner
-from campaign.runner import Engine
-from campaign.schedule import LoadedSchedule, load_schedule
-from campaign.settings import SmtpSettings
-from campaign.store import Store
+from campaign.config.schedule import LoadedSchedule, load_schedule
+from campaign.config.settings import SmtpSettings
+from campaign.devtools.catcher import Catcher, CatchHandler
+from campaign.leads.intake import add_lead, parse_lead
+from campaign.rendering.links import LinkSigner
+from campaign.sending.dispatcher import RunReport
+from campaign.sending.runner import Engine
+from campaign.store.queue import Store
 
 REPO = Path(__file__).resolve().parents[1]
 # Signs links in throwaway databases only; not a secret of any deployment.

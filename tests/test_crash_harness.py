@@ -28,10 +28,10 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from campaign.catcher import Catcher, CatchHandler, Caught, free_port
-from campaign.dispatch import DEFAULT_LEASE
-from campaign.leads import import_csv
-from campaign.store import Store, deliveries, leads
+from campaign.devtools.catcher import Catcher, CatchHandler, Caught, free_port
+from campaign.leads.intake import import_csv
+from campaign.sending.dispatcher import DEFAULT_LEASE
+from campaign.store.queue import Store, deliveries, leads
 from tests.reliability_support import PYTHON, REPO, T0, Rig, cli_env, set_yaml_block
 
 LEADS = 300

@@ -14,10 +14,10 @@ from datetime import timedelta
 
 import pytest
 
-from campaign.catcher import free_port
-from campaign.dispatch import backoff
+from campaign.config.schedule import Retry
+from campaign.devtools.catcher import free_port
 from campaign.planner import in_window, lead_zone
-from campaign.schedule import Retry
+from campaign.sending.dispatcher import backoff
 from tests.fault_smtp import Fault, FaultServer
 from tests.reliability_support import T0, Rig, set_yaml_block
 
@@ -368,7 +368,7 @@ def test_each_attempt_logs_one_line_with_outcome_and_code_and_no_secrets(
         server.add(Fault("AUTH", "535 5.7.8 bad credentials", times=None))
         rig.now += timedelta(days=8)
         rig.run(server.port)
-    lines = [r.getMessage() for r in caplog.records if r.name == "campaign.dispatch"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "campaign.sending.dispatcher"]
 
     def line_for(email: str, outcome: str) -> list[str]:
         return [

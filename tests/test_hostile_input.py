@@ -20,12 +20,12 @@ from click.testing import CliRunner, Result
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign.catcher import Catcher
-from campaign.cli import main
-from campaign.leads import first_delivery
-from campaign.render import LeadView, Links, Renderer, TemplateProblem
-from campaign.schedule import ScheduleError, load_schedule
-from campaign.store import NewLead
+from campaign.cli.main import main
+from campaign.config.schedule import ScheduleError, load_schedule
+from campaign.devtools.catcher import Catcher
+from campaign.leads.intake import first_delivery
+from campaign.model import NewLead
+from campaign.rendering.renderer import LeadView, Links, Renderer, TemplateProblem
 from tests.reliability_support import BASE_URL, REPO, SECRET, T0, Rig, set_yaml_block
 
 HEADING = "<h2>What is acupuncture?</h2>"

@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from sending_support import Campaign
 
-from campaign.leads import normalize_email
+from campaign.leads.intake import normalize_email
 
 pytest_plugins = ("sending_support",)
 

@@ -20,13 +20,13 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from campaign import mime
-from campaign.catcher import Catcher
-from campaign.links import LinkSigner
-from campaign.render import LeadView, Renderer
-from campaign.schedule import load_schedule
-from campaign.settings import SmtpSettings
-from campaign.transport import Envelope, SmtpTransport
+from campaign.config.schedule import load_schedule
+from campaign.config.settings import SmtpSettings
+from campaign.devtools.catcher import Catcher
+from campaign.rendering import mime
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import LeadView, Renderer
+from campaign.sending.transport import Envelope, SmtpTransport
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from marketer_support import run_cli
 
-from campaign.newseries import group_sections, parse_text
+from campaign.authoring.newseries import group_sections, parse_text
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "schedules.yaml"

@@ -16,10 +16,7 @@ from pathlib import Path
 import pytest
 from marketer_support import block, dump_tables, lines_of, run_cli, seed_march, utc
 
-from campaign.planner import LeadState, in_window, lead_zone
-from campaign.schedule import load_schedule
-from campaign.store import Start, Store
-from campaign.timeline import (
+from campaign.authoring.timeline import (
     LeadPlan,
     PlannedEmail,
     lead_emails,
@@ -28,6 +25,10 @@ from campaign.timeline import (
     summarise,
     synthetic_leads,
 )
+from campaign.config.schedule import load_schedule
+from campaign.model import LeadState, Start
+from campaign.planner import in_window, lead_zone
+from campaign.store.queue import Store
 
 NOW = "2026-03-06T23:00Z"
 

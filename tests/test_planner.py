@@ -14,15 +14,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from campaign.planner import (
-    Attempt,
-    LeadState,
-    decide,
-    next_opening,
-    next_step,
-    timeline,
-)
-from campaign.schedule import WEEKDAYS, Schedule
+from campaign.config.schedule import WEEKDAYS, Schedule
+from campaign.model import Attempt, LeadState
+from campaign.planner import decide, next_opening, next_step, timeline
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((REPO / "schedules.yaml").read_text(encoding="utf-8"))

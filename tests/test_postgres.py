@@ -37,14 +37,14 @@ from sqlalchemy import bindparam, create_engine, insert, inspect, select, text, 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.pool import NullPool
 
-from campaign.catcher import Catcher
-from campaign.leads import import_csv
-from campaign.links import LinkSigner
-from campaign.prepared import Prepared
-from campaign.runner import Engine
-from campaign.schedule import load_schedule
-from campaign.settings import SettingsError, SmtpSettings
-from campaign.store import DUE, Store, deliveries, leads, meta
+from campaign.config.schedule import load_schedule
+from campaign.config.settings import SettingsError, SmtpSettings
+from campaign.devtools.catcher import Catcher
+from campaign.leads.intake import import_csv
+from campaign.rendering.links import LinkSigner
+from campaign.sending.runner import Engine
+from campaign.store.prepared import Prepared
+from campaign.store.queue import DUE, Store, deliveries, leads, meta
 
 CAMPAIGN = "acupuncture-back-pain"
 DAY0 = datetime(2026, 3, 2, 15, 30, tzinfo=UTC)  # a Monday, inside Chicago's 09:00–17:00
@@ -493,7 +493,9 @@ def test_connection_dropped_while_idle_is_replaced_not_reported(
     pg_cluster: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A server restart or idle timeout kills pooled connections; the next query still works."""
-    monkeypatch.setattr("campaign.store.IDLE_PING_AFTER", 0.0)  # every checkout counts as idle
+    monkeypatch.setattr(
+        "campaign.store.queue.IDLE_PING_AFTER", 0.0
+    )  # every checkout counts as idle
     url = pg_cluster.database()
     store = Store.open(url)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from campaign.schedule import load_schedule
+from campaign.config.schedule import load_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["mechanisms", "pain-types", "process", "faqs", "booking"]

@@ -28,12 +28,12 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from campaign.catcher import free_port
-from campaign.leads import add_lead, parse_lead
-from campaign.links import LinkSigner
-from campaign.preview_server import LivePreview, create_app
-from campaign.schedule import load_schedule
-from campaign.store import Store
+from campaign.authoring.preview_server import LivePreview, create_app
+from campaign.config.schedule import load_schedule
+from campaign.devtools.catcher import free_port
+from campaign.leads.intake import add_lead, parse_lead
+from campaign.rendering.links import LinkSigner
+from campaign.store.queue import Store
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or next(

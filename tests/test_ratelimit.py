@@ -12,11 +12,11 @@ from datetime import timedelta
 
 import pytest
 
-from campaign.catcher import Catcher, CatchHandler
-from campaign.dispatch import RESERVATION
-from campaign.ratelimit import MAX_WAIT, RateLimiter
-from campaign.schedule import RateLimit
-from campaign.store import Store
+from campaign.config.schedule import RateLimit
+from campaign.devtools.catcher import Catcher, CatchHandler
+from campaign.sending.dispatcher import RESERVATION
+from campaign.sending.ratelimit import MAX_WAIT, RateLimiter
+from campaign.store.queue import Store
 from tests.fault_smtp import FaultServer
 from tests.reliability_support import Rig, set_yaml_block
 

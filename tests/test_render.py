@@ -13,9 +13,9 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-import campaign.render
-from campaign.render import LeadView, Links, RenderedEmail, Renderer, TemplateProblem
-from campaign.schedule import ScheduleError, load_schedule
+import campaign.rendering.renderer
+from campaign.config.schedule import ScheduleError, load_schedule
+from campaign.rendering.renderer import LeadView, Links, RenderedEmail, Renderer, TemplateProblem
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["mechanisms", "pain-types", "process", "faqs", "booking"]
@@ -314,12 +314,12 @@ def test_if_without_a_condition_names_template_and_line(schedule_copy) -> None:
 def test_premailer_runs_once_per_step_for_many_leads(monkeypatch) -> None:
     calls: list[int] = []
 
-    class CountingPremailer(campaign.render.Premailer):
+    class CountingPremailer(campaign.rendering.renderer.Premailer):
         def transform(self, *args, **kwargs):
             calls.append(1)
             return super().transform(*args, **kwargs)
 
-    monkeypatch.setattr(campaign.render, "Premailer", CountingPremailer)
+    monkeypatch.setattr(campaign.rendering.renderer, "Premailer", CountingPremailer)
     renderer = Renderer(load_schedule(REPO / "schedules.yaml"))
     names = set()
     for n in range(50):

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sending_support import REPO, Campaign, any_hour, subjects, wait_for
 
-from campaign.runner import utc_now
+from campaign.sending.runner import utc_now
 
 pytest_plugins = ("sending_support",)
 

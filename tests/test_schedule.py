@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from campaign.schedule import ScheduleError, ScheduleIssue, load_schedule
+from campaign.config.schedule import ScheduleError, ScheduleIssue, load_schedule
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "schedules.yaml"

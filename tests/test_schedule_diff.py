@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from marketer_support import dump_tables, lines_of, run_cli, seed_march
 
-from campaign.diff import series_changes
-from campaign.schedule import load_schedule
+from campaign.authoring.diff import series_changes
+from campaign.config.schedule import load_schedule
 
 NOW = "2026-03-06T23:00Z"
 PROCESS = """  - id: process

@@ -23,9 +23,9 @@ from sending_support import (
     without_urls,
 )
 
-from campaign.render import LeadView, Renderer
-from campaign.store import PlannedDelivery, Start
-from campaign.transport import SmtpTransport
+from campaign.model import PlannedDelivery, Start
+from campaign.rendering.renderer import LeadView, Renderer
+from campaign.sending.transport import SmtpTransport
 
 pytest_plugins = ("sending_support",)
 

@@ -7,9 +7,9 @@ import smtplib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from campaign.catcher import Catcher
-from campaign.settings import SmtpSettings
-from campaign.transport import Envelope, SmtpTransport, dot_stuffed
+from campaign.config.settings import SmtpSettings
+from campaign.devtools.catcher import Catcher
+from campaign.sending.transport import Envelope, SmtpTransport, dot_stuffed
 
 LINES = st.lists(st.sampled_from(["", ".", "..", ".x", "a.", " .", "a", "\r", "\n", "x\r\n."]))
 

@@ -42,9 +42,9 @@ from web_support import (
     with_payload,
 )
 
-from campaign.catcher import free_port
-from campaign.cli import AppContext, engine_for, main
-from campaign.links import LinkSigner
+from campaign.cli.main import AppContext, engine_for, main
+from campaign.devtools.catcher import free_port
+from campaign.rendering.links import LinkSigner
 
 CAMPAIGN = "acupuncture-back-pain"
 BOOKING_URL = "https://evergreen-acupuncture.example.com/book"
@@ -572,7 +572,7 @@ def test_run_py_web_serves_signups_over_http(tmp_path: Path) -> None:
 def test_access_log_keeps_only_the_start_of_a_token():
     import logging
 
-    from campaign.web import RedactTokens
+    from campaign.web.app import RedactTokens
 
     token = "eyJhbGciOi.very-long-signed-token-body"
     record = logging.LogRecord(

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from campaign.store import Store
-from campaign.writelock import WriteLock
+from campaign.store.queue import Store
+from campaign.store.writelock import WriteLock
 
 # Another process trying to take the lock without waiting: exit 0 only if it is free.
 PROBE = (

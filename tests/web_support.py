@@ -26,9 +26,9 @@ import uvicorn
 from sending_support import HTTPS_BASE, Campaign, html_part, open_campaign, wait_for
 from starlette.applications import Starlette
 
-from campaign.catcher import free_port
-from campaign.settings import SmtpSettings
-from campaign.web import create_app, smtp_mailer
+from campaign.config.settings import SmtpSettings
+from campaign.devtools.catcher import free_port
+from campaign.web.app import create_app, smtp_mailer
 
 # Authorises signups against throwaway databases only; not a token of any deployment.
 API_TOKEN = "web-tests-api-token-0123456789"

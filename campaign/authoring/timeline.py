@@ -24,19 +24,11 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import and_, func, select
 
-from .planner import (
-    ACTIVE,
-    Attempt,
-    LeadState,
-    NextStep,
-    lead_zone,
-    next_step,
-    plan_fingerprint,
-    plan_key,
-)
-from .planner import timeline as planner_timeline
-from .schedule import Schedule
-from .store import Store, deliveries, enrollments, from_db, leads
+from campaign.config.schedule import Schedule
+from campaign.model import Attempt, LeadState
+from campaign.planner import ACTIVE, NextStep, lead_zone, next_step, plan_fingerprint, plan_key
+from campaign.planner import timeline as planner_timeline
+from campaign.store.queue import Store, deliveries, enrollments, from_db, leads
 
 Period = Literal["day", "week"]
 Progress = Callable[[int], None]

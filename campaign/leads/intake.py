@@ -19,9 +19,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from .planner import LeadState, next_step, plan_fingerprint, plan_key
-from .schedule import Schedule
-from .store import NewLead, PlannedDelivery, Store
+from campaign.config.schedule import Schedule
+from campaign.model import LeadState, NewLead, PlannedDelivery
+from campaign.planner import next_step, plan_fingerprint, plan_key
+from campaign.store.queue import Store
 
 MAX_FIELD = 200
 MAX_ATTRIBUTE = 1000

@@ -23,12 +23,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from .links import LinkSigner
-from .pages import PAGES
-from .preview import SAMPLE_LEAD, PreviewStep, preview_steps
-from .render import LeadView, Renderer, TemplateProblem, templates_digest
-from .schedule import ScheduleError, load_schedule
-from .store import Store, leads
+from campaign.authoring.preview import SAMPLE_LEAD, PreviewStep, preview_steps
+from campaign.config.schedule import ScheduleError, load_schedule
+from campaign.pages import PAGES
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem, templates_digest
+from campaign.store.queue import Store, leads
 
 DESKTOP_WIDTH = 600
 MOBILE_WIDTH = 375

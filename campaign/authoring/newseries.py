@@ -23,8 +23,8 @@ import lxml.html
 import yaml
 from markdown_it import MarkdownIt
 
-from .render import Renderer
-from .schedule import Schedule, format_clock, format_delay, load_schedule
+from campaign.config.schedule import Schedule, format_clock, format_delay, load_schedule
+from campaign.rendering.renderer import Renderer
 
 LAYOUT = "layout.html.j2"
 DEFAULT_STEPS = 4

@@ -18,10 +18,10 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy import and_, func, select
 
-from .pages import PAGES
-from .reporting import campaign_status
-from .schedule import Schedule
-from .store import Store, conversions, deliveries, enrollments, from_db, leads
+from campaign.config.schedule import Schedule
+from campaign.monitoring.status import campaign_status
+from campaign.pages import PAGES
+from campaign.store.queue import Store, conversions, deliveries, enrollments, from_db, leads
 
 BEFORE_FIRST = "(before the first email)"
 STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions

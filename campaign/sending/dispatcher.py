@@ -23,21 +23,13 @@ from email.utils import parseaddr
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from .links import LinkSigner
-from .planner import (
-    Attempt,
-    LeadState,
-    lead_zone,
-    next_opening,
-    next_step,
-    plan_fingerprint,
-    plan_key,
-)
-from .ratelimit import RateLimiter
-from .render import LeadView, Renderer, TemplateProblem
-from .schedule import Schedule
-from .store import Claim, Lead, PlannedDelivery, Sent, Start, Store
-from .transport import (
+from campaign.config.schedule import Schedule
+from campaign.model import Attempt, Claim, Lead, LeadState, PlannedDelivery, Sent, Start
+from campaign.planner import lead_zone, next_opening, next_step, plan_fingerprint, plan_key
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
+from campaign.sending.ratelimit import RateLimiter
+from campaign.sending.transport import (
     AccountRefused,
     DeliveryFailure,
     Envelope,
@@ -47,8 +39,9 @@ from .transport import (
     SmtpTransport,
     TransientFailure,
 )
+from campaign.store.queue import Store
 
-log = logging.getLogger("campaign.dispatch")
+log = logging.getLogger("campaign.sending.dispatcher")
 Clock = Callable[[], datetime]
 DEFAULT_LEASE = timedelta(minutes=10)
 # Rows a connection takes from the queue in one transaction: enough to pay for the reads

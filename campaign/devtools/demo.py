@@ -14,13 +14,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from .catcher import Catcher, CatchHandler
-from .leads import add_lead, parse_lead
-from .links import LinkSigner
-from .runner import Engine
-from .schedule import load_schedule
-from .settings import SmtpSettings, base_url, secret_key
-from .store import Store
+from campaign.config.schedule import load_schedule
+from campaign.config.settings import SmtpSettings, base_url, secret_key
+from campaign.devtools.catcher import Catcher, CatchHandler
+from campaign.leads.intake import add_lead, parse_lead
+from campaign.rendering.links import LinkSigner
+from campaign.sending.runner import Engine
+from campaign.store.queue import Store
 
 SAMPLE_LEADS = (
     ("maria@example.com", "Maria", "America/New_York"),

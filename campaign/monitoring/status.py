@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .schedule import Schedule
-from .store import DELIVERY_STATUSES, Store
+from campaign.config.schedule import Schedule
+from campaign.store.queue import DELIVERY_STATUSES, Store
 
 # `clicked`: leads who clicked a link in the step; `converted`: conversions credited to the
 # step (the last step clicked before booking, else the last step sent).

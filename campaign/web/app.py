@@ -31,7 +31,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from .leads import (
+from campaign.config.schedule import Schedule, ScheduleError, Step
+from campaign.config.settings import SmtpSettings
+from campaign.leads.intake import (
     BUILTIN_COLUMNS,
     LeadError,
     LeadInput,
@@ -40,15 +42,14 @@ from .leads import (
     normalize_email,
     parse_lead,
 )
-from .links import ClickToken, InvalidToken, LeadToken, LinkSigner
-from .pages import PAGES
-from .render import LeadView, Renderer, TemplateProblem
-from .schedule import Schedule, ScheduleError, Step
-from .settings import SmtpSettings
-from .store import Lead, Store
-from .transport import DeliveryFailure, Envelope, SmtpTransport
+from campaign.model import Lead
+from campaign.pages import PAGES
+from campaign.rendering.links import ClickToken, InvalidToken, LeadToken, LinkSigner
+from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
+from campaign.sending.transport import DeliveryFailure, Envelope, SmtpTransport
+from campaign.store.queue import Store
 
-log = logging.getLogger("campaign.web")
+log = logging.getLogger("campaign.web.app")
 Clock = Callable[[], datetime]
 Mailer = Callable[[Envelope], None]
 T = TypeVar("T")

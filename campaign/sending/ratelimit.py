@@ -25,8 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from .schedule import RateLimit
-from .store import Store
+from campaign.config.schedule import RateLimit
+from campaign.store.queue import Store
 
 MAX_WAIT = 5.0  # seconds; a slower `per_second` pauses the run instead of blocking it
 PACE_KEY = "rate_limit.per_second.next_slot"

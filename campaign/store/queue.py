@@ -12,13 +12,11 @@ PostgreSQL reserves with `FOR UPDATE SKIP LOCKED`; SQLite serialises writers wit
 
 from __future__ import annotations
 
-import enum
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,8 +51,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.sql import Select, Update
 
-from .prepared import Prepared, execute
-from .writelock import WriteLock
+from campaign.model import Claim, Lead, NewLead, PlannedDelivery, Sent, Start
+from campaign.store.prepared import Prepared, execute
+from campaign.store.writelock import WriteLock
 
 SCHEMA_VERSION = 1
 IDLE_PING_AFTER = 2.0  # seconds idle after which a pooled connection is checked before use
@@ -316,71 +315,6 @@ def from_db(value: datetime | None) -> datetime | None:
 
 class StoreError(RuntimeError):
     """The database cannot be used as it is (wrong schema version, unreachable)."""
-
-
-@dataclass(frozen=True)
-class Lead:
-    id: int
-    email: str
-    first_name: str
-    timezone: str | None
-    attributes: dict[str, str]
-    status: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A delivery reserved by `worker`; it is sent only once `Store.start` says `GO`."""
-
-    delivery_id: int
-    lead_id: int
-    campaign_id: str
-    step_id: str
-    attempts: int  # this attempt's number, counted when the row is started
-    due_at: datetime
-    worker: str
-    # Read in the reserving transaction, so sending needs no further reads to plan what's next.
-    lead: Lead
-    enrolled_at: datetime | None
-    history: tuple[tuple[str, str, datetime], ...]
-
-
-@dataclass(frozen=True)
-class Sent:
-    """A message the SMTP server accepted, with the step the planner chose to follow it."""
-
-    claim: Claim
-    message_id: str
-    sent_at: datetime
-    following: PlannedDelivery | None
-
-
-class Start(enum.Enum):
-    """What the store found when it took a reserved row further: put it in flight
-    (`Store.start`) or ended it unsent (`Store.settle_unsent`)."""
-
-    GO = "go"  # done: now `sending` (hand it to SMTP), or settled
-    LEFT = "left"  # the lead left the series since the reservation, which cancelled it
-    GONE = "gone"  # no longer this worker's: a replan or another run's sync took it back
-
-
-@dataclass(frozen=True)
-class PlannedDelivery:
-    step_id: str
-    due_at: datetime
-
-
-@dataclass(frozen=True)
-class NewLead:
-    """A validated lead with its first step already planned (by the pure planner)."""
-
-    email: str
-    first_name: str
-    timezone: str | None
-    attributes: dict[str, str]
-    first: PlannedDelivery | None
-    status: str = "active"
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

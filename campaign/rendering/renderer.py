@@ -30,9 +30,9 @@ from jinja2.sandbox import SandboxedEnvironment, safe_range
 from markupsafe import Markup
 from premailer import Premailer
 
-from . import mime
-from .mime import MimeMessage
-from .schedule import LoadedSchedule, Schedule, Step
+from campaign.config.schedule import LoadedSchedule, Schedule, Step
+from campaign.rendering import mime
+from campaign.rendering.mime import MimeMessage
 
 BUILTIN_LEAD_FIELDS = ("email", "first_name", "timezone")
 UNSUBSCRIBE = "links.unsubscribe"

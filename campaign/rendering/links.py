@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
-from .render import Links
+from campaign.rendering.renderer import Links
 
 
 @dataclass(frozen=True)

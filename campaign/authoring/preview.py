@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from .links import LinkSigner
-from .pages import PAGES
-from .render import LeadView, RenderedEmail, Renderer
+from campaign.pages import PAGES
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import LeadView, RenderedEmail, Renderer
 
 SAMPLE_LEAD = LeadView(email="alex@example.com", first_name="Alex")
 PREVIEW_LEAD_ID = 0

@@ -17,7 +17,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 
-from .settings import SmtpSettings
+from campaign.config.settings import SmtpSettings
 
 
 class DeliveryFailure(Exception):

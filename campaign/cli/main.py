@@ -21,19 +21,19 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from . import settings
-from .catcher import Catcher, CatchHandler, Caught
-from .demo import local_time, run_demo
-from .dispatch import Clock, RunReport
-from .leads import LeadError, add_lead, import_csv, parse_lead
-from .links import LinkSigner
-from .preview import SAMPLE_LEAD, write_preview
-from .render import LeadView, Renderer, TemplateProblem
-from .reporting import STATUS_COLUMNS, campaign_status
-from .runner import Engine, run_forever, utc_now
-from .schedule import LoadedSchedule, ScheduleError, load_schedule
-from .settings import SettingsError, SmtpSettings
-from .store import Store, StoreError
+from campaign.authoring.preview import SAMPLE_LEAD, write_preview
+from campaign.config import settings
+from campaign.config.schedule import LoadedSchedule, ScheduleError, load_schedule
+from campaign.config.settings import SettingsError, SmtpSettings
+from campaign.devtools.catcher import Catcher, CatchHandler, Caught
+from campaign.devtools.demo import local_time, run_demo
+from campaign.leads.intake import LeadError, add_lead, import_csv, parse_lead
+from campaign.monitoring.status import STATUS_COLUMNS, campaign_status
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
+from campaign.sending.dispatcher import Clock, RunReport
+from campaign.sending.runner import Engine, run_forever, utc_now
+from campaign.store.queue import Store, StoreError
 
 # Not a terminal (CI logs, pipes): Rich would assume 80 columns and wrap tables; allow wider.
 _WIDTH = None if sys.stdout.isatty() else 140
@@ -282,7 +282,7 @@ def moment_option(
     end_of_day: bool,
 ) -> Callable[[click.Context, click.Parameter, str | None], datetime | None]:
     """A click callback reading `2026-03-09` or an ISO-8601 time (UTC unless it says)."""
-    from .timeline import parse_bound
+    from campaign.authoring.timeline import parse_bound
 
     def convert(_ctx: click.Context, _param: click.Parameter, value: str | None) -> datetime | None:
         try:
@@ -340,7 +340,7 @@ def run_scheduler(app: AppContext, interval: float, ticks: int | None) -> None:
     def tick(stop: Callable[[], bool]) -> None:
         report = engine.send_due(stop=stop)
         if report.sent or report.failed or report.retried or report.stopped:
-            logging.getLogger("campaign.runner").info(
+            logging.getLogger("campaign.sending.runner").info(
                 "tick: sent=%d retry=%d failed=%d stopped=%s",
                 report.sent,
                 report.retried,
@@ -444,7 +444,11 @@ def demo(app: AppContext, out: Path) -> None:
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
 def web(app: AppContext, host: str, port: int) -> None:
     """Serve signups, unsubscribe, click and booking links (emails point at CAMPAIGN_BASE_URL)."""
-    from .web import create_app, serve, smtp_mailer  # only this command needs the web stack
+    from campaign.web.app import (  # only this command needs the web stack
+        create_app,
+        serve,
+        smtp_mailer,
+    )
 
     app.renderer()
     store = open_store(app)
@@ -556,8 +560,7 @@ def plan(
 
     Uses the real planner on the leads in the database. Nothing is sent or changed.
     """
-    from .leads import normalize_email
-    from .timeline import (
+    from campaign.authoring.timeline import (
         choose_period,
         count_enrolled,
         plan_store,
@@ -565,6 +568,7 @@ def plan(
         print_notes,
         print_summary,
     )
+    from campaign.leads.intake import normalize_email
 
     loaded = app.load()
     campaign_id = loaded.schedule.campaign.id
@@ -642,7 +646,13 @@ def simulate_command(
     """Try the schedule on synthetic leads across time zones and signup days; no database."""
     from datetime import timedelta
 
-    from .timeline import choose_period, print_emails, print_summary, simulate, synthetic_leads
+    from campaign.authoring.timeline import (
+        choose_period,
+        print_emails,
+        print_summary,
+        simulate,
+        synthetic_leads,
+    )
 
     loaded = app.load()
     first = start or datetime.combine(utc_now().date(), datetime.min.time(), tzinfo=UTC)
@@ -688,8 +698,8 @@ def schedule_diff(
     For the series as written (steps added, removed, delays, window) and, with a database,
     for each lead already in the series: who gets a new step, loses one, or moves.
     """
-    from .diff import print_leads, print_series, series_changes, store_changes
-    from .timeline import count_enrolled
+    from campaign.authoring.diff import print_leads, print_series, series_changes, store_changes
+    from campaign.authoring.timeline import count_enrolled
 
     if len(files) > 2:
         raise click.UsageError("give NEW, or OLD and NEW")
@@ -719,7 +729,7 @@ def schedule_diff(
 )
 def report_command(app: AppContext, html_path: Path | None) -> None:
     """The funnel per step: sent, clicked, unsubscribed, converted, failed."""
-    from .report import STAGES, build_funnel, print_funnel, render_html
+    from campaign.authoring.report import STAGES, build_funnel, print_funnel, render_html
 
     loaded = app.load()
     store = existing_store(app, required=True, migrate=True)
@@ -759,7 +769,7 @@ def new_series(
 
     Sender, clinic and send window are copied from the schedule in use (--schedule).
     """
-    from .newseries import NewSeriesError, write_series
+    from campaign.authoring.newseries import NewSeriesError, write_series
 
     try:
         written = write_series(
@@ -785,7 +795,7 @@ def new_series(
 
 def serve_preview(app: AppContext, port: int) -> None:
     """`preview --serve`: sample leads, plus the database's leads when there is one."""
-    from .preview_server import LivePreview, serve
+    from campaign.authoring.preview_server import LivePreview, serve
 
     signer = LinkSigner(settings.base_url(), settings.secret_key(required=False))
     live = LivePreview(app.schedule_path, signer, existing_store(app, required=False))

@@ -17,9 +17,9 @@ from typing import Literal
 from rich.console import Console
 from rich.table import Table
 
-from .schedule import Schedule, SendWindow, format_clock, format_delay
-from .store import Store
-from .timeline import LeadPlan, lead_emails, plan_in_force, read_leads
+from campaign.authoring.timeline import LeadPlan, lead_emails, plan_in_force, read_leads
+from campaign.config.schedule import Schedule, SendWindow, format_clock, format_delay
+from campaign.store.queue import Store
 
 SeriesKind = Literal[
     "campaign", "timezone", "window", "added", "removed", "delay", "order", "subject", "template"

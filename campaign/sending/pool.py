@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
-from .dispatch import Dispatcher, RunReport
-from .settings import SmtpSettings
-from .transport import SmtpTransport
+from campaign.config.settings import SmtpSettings
+from campaign.sending.dispatcher import Dispatcher, RunReport
+from campaign.sending.transport import SmtpTransport
 
 
 @dataclass

@@ -21,17 +21,17 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
-from .dispatch import Clock, Dispatcher, RunReport
-from .links import LinkSigner
-from .pool import send_pooled
-from .ratelimit import RateLimiter
-from .render import Renderer, TemplateProblem, templates_digest
-from .schedule import ScheduleError, load_schedule
-from .settings import SmtpSettings
-from .store import Store
-from .transport import SmtpTransport
+from campaign.config.schedule import ScheduleError, load_schedule
+from campaign.config.settings import SmtpSettings
+from campaign.rendering.links import LinkSigner
+from campaign.rendering.renderer import Renderer, TemplateProblem, templates_digest
+from campaign.sending.dispatcher import Clock, Dispatcher, RunReport
+from campaign.sending.pool import send_pooled
+from campaign.sending.ratelimit import RateLimiter
+from campaign.sending.transport import SmtpTransport
+from campaign.store.queue import Store
 
-log = logging.getLogger("campaign.runner")
+log = logging.getLogger("campaign.sending.runner")
 
 
 def utc_now() -> datetime:

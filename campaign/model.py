@@ -1,0 +1,141 @@
+"""The domain's words, shared by every package: leads, deliveries, their statuses, the clock.
+
+Nothing here does I/O. The store builds these from rows, the planner reasons over them and
+the shell (sending, web, authoring, cli) passes them around, so a status is spelt once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+# Injected wherever "now" matters, so that tests move time instead of sleeping for it.
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LeadStatus(enum.StrEnum):
+    """Where a lead stands with the clinic; only `active` leads are mailed."""
+
+    ACTIVE = "active"
+    PENDING = "pending"  # signed up on the web with double opt-in, not yet confirmed
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    CONVERTED = "converted"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """A delivery's life: `pending → claimed → sending → sent`, or `failed`, `unknown`
+    (in doubt after a crash, never resent), `cancelled` (the lead left first)."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+
+
+# Planned and not yet attempted: a replan or a lead who leaves may drop these rows.
+QUEUED = frozenset({DeliveryStatus.PENDING, DeliveryStatus.CLAIMED})
+# Not history: planned, or never attempted.
+NOT_HISTORY = frozenset({*QUEUED, DeliveryStatus.CANCELLED})
+# Outcomes after which a step counts as passed: sent, given up on, or in doubt.
+PASSED = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN})
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One delivery in a lead's history: which step, what became of it, and when."""
+
+    step_id: str
+    status: DeliveryStatus
+    at: datetime
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """What the planner needs to know about a lead, read from the store by the shell."""
+
+    enrolled_at: datetime
+    timezone: str | None = None
+    status: LeadStatus = LeadStatus.ACTIVE
+    history: tuple[Attempt, ...] = field(default_factory=tuple)
+
+    def with_sent(self, step_id: str, at: datetime) -> LeadState:
+        return self.with_attempt(step_id, DeliveryStatus.SENT, at)
+
+    def with_attempt(self, step_id: str, status: DeliveryStatus, at: datetime) -> LeadState:
+        attempt = Attempt(step_id, status, at)
+        return LeadState(self.enrolled_at, self.timezone, self.status, (*self.history, attempt))
+
+
+@dataclass(frozen=True)
+class Lead:
+    id: int
+    email: str
+    first_name: str
+    timezone: str | None
+    attributes: dict[str, str]
+    status: LeadStatus
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    step_id: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class NewLead:
+    """A validated lead with its first step already planned (by the pure planner)."""
+
+    email: str
+    first_name: str
+    timezone: str | None
+    attributes: dict[str, str]
+    first: PlannedDelivery | None
+    status: LeadStatus = LeadStatus.ACTIVE
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery reserved by `worker`; it is sent only once the queue says `Start.GO`."""
+
+    delivery_id: int
+    lead_id: int
+    campaign_id: str
+    step_id: str
+    attempts: int  # this attempt's number, counted when the row is started
+    due_at: datetime
+    worker: str
+    # Read in the reserving transaction, so sending needs no further reads to plan what's next.
+    lead: Lead
+    enrolled_at: datetime | None
+    history: tuple[tuple[str, str, datetime], ...]
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message the SMTP server accepted, with the step the planner chose to follow it."""
+
+    claim: Claim
+    message_id: str
+    sent_at: datetime
+    following: PlannedDelivery | None
+
+
+class Start(enum.Enum):
+    """What the store found when it took a reserved row further: put it in flight or ended
+    it unsent."""
+
+    GO = "go"  # done: now `sending` (hand it to SMTP), or settled
+    LEFT = "left"  # the lead left the series since the reservation, which cancelled it
+    GONE = "gone"  # no longer this worker's: a replan or another run's sync took it back
