@@ -1,6 +1,6 @@
 """Entry point: `python run.py --help`."""
 
-from campaign.cli.main import main
+from campaign.cli import main
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@
 
 Every measurement runs in a child process (bench/tasks.py) against one counting SMTP sink
 in another process (bench/sink.py), on a SQLite file and on a throwaway PostgreSQL cluster
-(tests/pg_support.py: initdb + pg_ctl in a temp folder). All tables of one run share the
+(tests/harness/postgres.py: initdb + pg_ctl in a temp folder). All tables of one run share the
 machine's noise, so the ratios between them hold even where the absolute numbers do not.
 Not part of the test suite: it takes minutes, and it measures, it does not assert.
 """
@@ -34,8 +34,9 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(REPO / "tests"))  # the throwaway PostgreSQL cluster the tests use
 
-from pg_support import PgCluster, find_bindir  # noqa: E402
 from sink import Sink  # noqa: E402
+
+from harness.postgres import PgCluster, find_bindir  # noqa: E402
 
 CHILD_TIMEOUT = 3600
 PROCESSES = 2  # the end-to-end runs also split the connections over this many workers

@@ -36,14 +36,13 @@ def serve() -> None:
     """The child process: start the server, print its port, answer commands until EOF."""
     import logging
     import resource
-    import socket
 
     from aiosmtpd.controller import Controller
 
+    from campaign.devtools.catcher import free_port
+
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     handler = _CountingHandler()
     controller = Controller(
         handler, hostname="127.0.0.1", port=port, ready_timeout=READY_TIMEOUT, enable_SMTPUTF8=True

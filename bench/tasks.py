@@ -35,7 +35,8 @@ from campaign.rendering.links import LinkSigner  # noqa: E402
 from campaign.rendering.renderer import LeadView, Renderer  # noqa: E402
 from campaign.sending.dispatcher import RESERVATION  # noqa: E402
 from campaign.sending.runner import Engine  # noqa: E402
-from campaign.store.queue import DUE, Store  # noqa: E402
+from campaign.store import Store  # noqa: E402
+from campaign.store.queue import DUE  # noqa: E402
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)  # every benchmark lead signed up (and is due) now
 SIGNER = LinkSigner("https://clinic.example.com", "benchmark-only-link-signing-key-0123")
@@ -55,14 +56,14 @@ def peak_rss_mb() -> float:
 
 
 def seed(db: str, schedule: str, leads: int) -> dict[str, Any]:
-    """`leads` leads enrolled at T0 with step one due at T0 (bulk, through Store.add_leads)."""
+    """`leads` leads enrolled at T0 with step one due at T0 (bulk, through add_leads)."""
     loaded = load_schedule(Path(schedule))
     campaign, first = loaded.schedule.campaign.id, loaded.schedule.steps[0].id
     store = Store.open(db)
-    store.init_meta(plan_key(loaded.schedule), plan_fingerprint(loaded.schedule))
+    store.meta.init(plan_key(loaded.schedule), plan_fingerprint(loaded.schedule))
     started = time.perf_counter()
     for start in range(0, leads, SEED_BATCH):
-        store.add_leads(
+        store.leads.add_leads(
             [
                 NewLead(
                     f"lead{n:07d}@example.com", f"Lead{n}", None, {}, PlannedDelivery(first, T0)
@@ -82,7 +83,7 @@ def seed(db: str, schedule: str, leads: int) -> dict[str, Any]:
 def _backend_cpu(store: Store) -> float:
     """CPU seconds used by this process's PostgreSQL backends (same machine, /proc); they
     are told apart from other workers' by the application name psycopg sends (PGAPPNAME)."""
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         pids = (
             conn.execute(
                 text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
@@ -114,11 +115,11 @@ def send(db: str, schedule: str, port: int, connections: int) -> dict[str, Any]:
         worker=f"bench:{os.getpid()}",
     )
     engine.renderer()  # compiling the steps is paid once per schedule version, not per run
-    backend_before = 0.0 if store.is_sqlite else _backend_cpu(store)
+    backend_before = 0.0 if store.db.is_sqlite else _backend_cpu(store)
     cpu, started, start = cpu_seconds(), time.perf_counter(), time.time()
     report = engine.send_due()
     wall, cpu, end = time.perf_counter() - started, cpu_seconds() - cpu, time.time()
-    backend = 0.0 if store.is_sqlite else _backend_cpu(store) - backend_before
+    backend = 0.0 if store.db.is_sqlite else _backend_cpu(store) - backend_before
     store.close()
     if not report.ok:
         raise RuntimeError(report.stopped)
@@ -145,13 +146,14 @@ def stages(db: str, schedule: str) -> dict[str, Any]:
     claims: list[Claim] = []
     previous: Sent | None = None
     cpu = cpu_seconds()
-    while batch := store.reserve(campaign, T0, "bench", T0, RESERVATION):
+    queue = store.queue
+    while batch := queue.reserve(campaign, T0, "bench", T0, RESERVATION):
         for claim in batch:
-            assert store.start(claim, T0, previous) is Start.GO
+            assert queue.start(claim, T0, previous) is Start.GO
             previous = Sent(claim, "<bench@example.com>", T0, PlannedDelivery(second, T0))
         claims += batch
     if previous is not None:
-        store.record_sent(previous)
+        queue.record_sent(previous)
     database = cpu_seconds() - cpu
     store.close()
     cpu = cpu_seconds()
@@ -159,7 +161,7 @@ def stages(db: str, schedule: str) -> dict[str, Any]:
         lead = claim.lead
         renderer.render(
             claim.step_id,
-            LeadView(lead.email, lead.first_name),
+            LeadView.of(lead),
             SIGNER.links(lead.id, campaign, claim.step_id),
             now=T0,
             message_id=f"<d{claim.delivery_id}@example.com>",
@@ -337,7 +339,7 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
     loaded = load_schedule(Path(schedule))
     sched = loaded.schedule
     store = Store.open(db)
-    kind = "sqlite" if store.is_sqlite else "postgresql"
+    kind = "sqlite" if store.db.is_sqlite else "postgresql"
     params = {
         "leads": leads,
         "t0": T0.replace(tzinfo=None),
@@ -348,7 +350,7 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
         "due": -(-43200 * max(1000, 2 * RESERVATION * (samples + 1)) // leads),
     }
     started = time.perf_counter()
-    with store.engine.begin() as conn:
+    with store.db.engine.begin() as conn:
         for table, values, minutes in _ROWS:
             source = values.format(t=_MINUTES[kind].format(m=minutes))
             conn.execute(
@@ -356,30 +358,30 @@ def due_query(db: str, schedule: str, leads: int, samples: int) -> dict[str, Any
             )
         if kind == "postgresql":
             conn.execute(text("SELECT setval('leads_id_seq', :leads)"), params)
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT").execute(text("ANALYZE"))
     generated = time.perf_counter() - started
     due = {"campaign": sched.campaign.id, "due_before": T0.replace(tzinfo=None), "limit": 1}
 
     def select_due() -> None:
-        with store.engine.connect() as conn:
+        with store.db.engine.connect() as conn:
             assert conn.execute(DUE, due).first() is not None
 
     def claim() -> None:
         """A connection's reservation, then the start of its first row, each committed."""
-        reserved = store.reserve(sched.campaign.id, T0, "bench", T0, RESERVATION)
-        assert len(reserved) == RESERVATION and store.start(reserved[0], T0) is Start.GO
+        reserved = store.queue.reserve(sched.campaign.id, T0, "bench", T0, RESERVATION)
+        assert len(reserved) == RESERVATION and store.queue.start(reserved[0], T0) is Start.GO
 
     results = {"generate_s": generated, "rows": leads * 4}
     for name, run in (
         ("select", select_due),
         ("claim", claim),
-        ("next_due", lambda: store.next_due_at(sched.campaign.id)),
-        ("sent_last_hour", lambda: store.sent_since(T0 - timedelta(hours=1))),
+        ("next_due", lambda: store.queue.next_due_at(sched.campaign.id)),
+        ("sent_last_hour", lambda: store.reads.sent_since(T0 - timedelta(hours=1))),
     ):
         run()  # warm: connection, statement cache
         results[name] = _timed(run, samples)
-    with store.engine.connect() as conn:
+    with store.db.engine.connect() as conn:
         results["due_now"] = conn.execute(
             text("SELECT count(*) FROM deliveries WHERE status = 'pending' AND due_at <= :t"),
             {"t": T0.replace(tzinfo=None)},

@@ -24,11 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from campaign.config.schedule import Schedule, SendWindow, Step
-from campaign.model import LeadState
-
-ACTIVE = "active"
-# Delivery outcomes after which a step counts as passed: sent, given up on, or in doubt.
-PASSED_STATUSES = frozenset({"sent", "failed", "unknown"})
+from campaign.model import PASSED, DeliveryStatus, LeadState, PlannedDelivery
 
 
 @dataclass(frozen=True)
@@ -36,15 +32,6 @@ class NextStep:
     step: Step
     position: int
     due_at: datetime  # UTC, inside the lead's send window
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The planner's answer: the step due now (if any) and the next step with its time."""
-
-    due: NextStep | None
-    upcoming: NextStep | None
-    reason: str
 
 
 def lead_zone(schedule: Schedule, timezone: str | None) -> ZoneInfo:
@@ -87,16 +74,12 @@ def next_opening(moment: datetime, window: SendWindow, zone: ZoneInfo) -> dateti
     raise ValueError("the send window never opens")  # pragma: no cover - validated
 
 
-def in_window(moment: datetime, window: SendWindow, zone: ZoneInfo) -> bool:
-    return next_opening(moment, window, zone) == moment.astimezone(UTC)
-
-
 def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
     """The step the lead should get next and when, or None when the series is finished."""
-    if any(a.status == "sending" for a in lead.history):
+    if any(a.status == DeliveryStatus.SENDING for a in lead.history):
         return None  # a message is in flight; its outcome decides what comes next
     positions = {step.id: index for index, step in enumerate(schedule.steps)}
-    passed = [a for a in lead.history if a.status in PASSED_STATUSES]
+    passed = [a for a in lead.history if a.status in PASSED]
     reached = max((positions[a.step_id] for a in passed if a.step_id in positions), default=-1)
     done = {a.step_id for a in lead.history}
     for position in range(reached + 1, len(schedule.steps)):
@@ -110,16 +93,10 @@ def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
     return None
 
 
-def decide(schedule: Schedule, lead: LeadState, now: datetime) -> Decision:
-    """Which step is due for this lead at `now`, and what comes next."""
-    if lead.status != ACTIVE:
-        return Decision(None, None, f"lead is {lead.status}")
+def next_delivery(schedule: Schedule, lead: LeadState) -> PlannedDelivery | None:
+    """The lead's next step as the store keeps it: which step, and when it falls due."""
     upcoming = next_step(schedule, lead)
-    if upcoming is None:
-        return Decision(None, None, "series finished")
-    if upcoming.due_at <= now:
-        return Decision(upcoming, upcoming, "due")
-    return Decision(None, upcoming, "waiting")
+    return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
 
 
 def timeline(

@@ -9,17 +9,14 @@ lose one, or get one earlier or later, and by how much.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from rich.console import Console
-from rich.table import Table
-
-from campaign.authoring.timeline import LeadPlan, lead_emails, plan_in_force, read_leads
+from campaign.authoring.timeline import LeadPlan, lead_emails, plan_in_force
 from campaign.config.schedule import Schedule, SendWindow, format_clock, format_delay
-from campaign.store.queue import Store
+from campaign.store import Store
 
 SeriesKind = Literal[
     "campaign", "timezone", "window", "added", "removed", "delay", "order", "subject", "template"
@@ -54,11 +51,6 @@ class LeadChange:
         if self.old_at is None or self.new_at is None:
             return None
         return self.new_at - self.old_at
-
-
-def signed_delay(delta: timedelta) -> str:
-    sign = "-" if delta < timedelta(0) else "+"
-    return sign + format_delay(abs(delta))
 
 
 def _window_text(window: SendWindow) -> str:
@@ -206,7 +198,7 @@ def store_changes(
     """
     trust_old, trust_new = plan_in_force(store, old), plan_in_force(store, new)
     result = StoreDiff()
-    for batch in read_leads(store, old.campaign.id):
+    for batch in store.reads.lead_plans(old.campaign.id):
         for lead in batch:
             result.leads += 1
             found = lead_changes(old, new, lead, now, trust_old=trust_old, trust_new=trust_new)
@@ -215,57 +207,3 @@ def store_changes(
         if progress:
             progress(len(batch))
     return result
-
-
-# -- printing ------------------------------------------------------------------------------
-
-
-def print_series(console: Console, changes: Sequence[SeriesChange]) -> None:
-    if not changes:
-        console.print("the series is the same (steps, delays, window, subjects, templates)")
-        return
-    console.print(f"[bold]{len(changes)} change(s) to the series as written:[/]")
-    for change in changes:
-        console.print(f"  {change}", markup=False, highlight=False)
-
-
-def _shift_range(changes: Iterable[LeadChange]) -> str:
-    shifts = sorted(c.shift for c in changes if c.shift is not None)
-    if not shifts:
-        return ""
-    low, high = signed_delay(shifts[0]), signed_delay(shifts[-1])
-    return low if low == high else f"{low} .. {high}"
-
-
-def print_leads(console: Console, diff: StoreDiff, limit: int) -> None:
-    """A count per step and kind of change, then each lead's changes (up to `limit`)."""
-    changes = diff.changes
-    console.print(f"[bold]{diff.affected} of {diff.leads} lead(s) in the series are affected[/]")
-    if not changes:
-        return
-    groups: dict[tuple[str, str], list[LeadChange]] = {}
-    for change in changes:
-        groups.setdefault((change.step_id, change.kind), []).append(change)
-    table = Table(box=None)
-    for column in ("step", "change", "leads", "shift"):
-        table.add_column(column, justify="right" if column == "leads" else "left")
-    for (step_id, kind), items in groups.items():
-        table.add_row(step_id, kind, str(len(items)), _shift_range(items))
-    console.print(table)
-    for change in changes[:limit]:
-        console.print(f"  {describe(change)}", markup=False, highlight=False)
-    if len(changes) > limit:
-        console.print(f"  ... and {len(changes) - limit} more (raise --limit)")
-
-
-def describe(change: LeadChange) -> str:
-    when = "%a %Y-%m-%d %H:%M UTC"
-    if change.kind == "new":
-        return f"{change.email}: gets {change.step_id} at {change.new_at:{when}}"
-    if change.kind == "lost":
-        return f"{change.email}: loses {change.step_id} (was {change.old_at:{when}})"
-    assert change.shift is not None
-    return (
-        f"{change.email}: {change.step_id} moves {signed_delay(change.shift)} "
-        f"({change.old_at:{when}} -> {change.new_at:{when}})"
-    )

@@ -17,7 +17,7 @@ import shutil
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import lxml.html
 import yaml
@@ -244,18 +244,21 @@ def _top_blocks(root: lxml.html.HtmlElement) -> list[lxml.html.HtmlElement]:
 
 def parse_html(text: str) -> Article:
     """Sections at the highest heading level under the title (`<h1>`, then `<h2>`...)."""
-    root = lxml.html.document_fromstring(text or "<p></p>")
-    for junk in root.xpath("//script|//style|//nav|//header|//footer|//aside|//form"):
-        junk.drop_tree()
-    elements = _top_blocks(root.body if root.find("body") is not None else root)
+    # lxml's stubs type parsed trees as plain `_Element`; an HTML parser gives HtmlElements.
+    root = cast(lxml.html.HtmlElement, lxml.html.document_fromstring(text or "<p></p>"))
+    junk = root.xpath("//script|//style|//nav|//header|//footer|//aside|//form")
+    for element in cast(list[lxml.html.HtmlElement], junk):
+        element.drop_tree()
+    body = root.find("body")
+    elements = _top_blocks(body if body is not None else root)
     headings = [e for e in elements if e.tag[0] == "h" and e.tag[1:].isdigit()]
     title = ""
     if headings and headings[0].tag == "h1" and sum(h.tag == "h1" for h in headings) == 1:
         title = headings[0].text_content().strip()
         elements.remove(headings[0])
         headings = headings[1:]
-    elif root.find(".//title") is not None:
-        title = (root.find(".//title").text_content() or "").strip()
+    elif (title_element := root.find(".//title")) is not None:
+        title = cast(lxml.html.HtmlElement, title_element).text_content().strip()
     level = min((h.tag for h in headings), default=None)
     intro: list[Block] = []
     sections: list[Section] = []
@@ -501,6 +504,12 @@ def _settings(base: Schedule, campaign_id: str) -> dict:
     }
 
 
+def draft_delay(index: int) -> str:
+    """The draft's delay for its step at `index`: the first email goes out at signup, each
+    later one a week after the one before."""
+    return "0d" if index == 0 else WEEK
+
+
 def schedule_text(
     article: Article,
     steps: list[DraftStep],
@@ -520,7 +529,7 @@ def schedule_text(
                 "template": s.template,
                 "subject": s.subject,
                 "preheader": s.preheader,
-                "delay": "0d" if i == 0 else WEEK,
+                "delay": draft_delay(i),
             }
             for i, s in enumerate(steps)
         ],

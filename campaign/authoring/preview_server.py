@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import uvicorn
-from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
@@ -27,8 +26,8 @@ from campaign.authoring.preview import SAMPLE_LEAD, PreviewStep, preview_steps
 from campaign.config.schedule import ScheduleError, load_schedule
 from campaign.pages import PAGES
 from campaign.rendering.links import LinkSigner
-from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem, templates_digest
-from campaign.store.queue import Store, leads
+from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem, series_version
+from campaign.store import Store
 
 DESKTOP_WIDTH = 600
 MOBILE_WIDTH = 375
@@ -92,7 +91,6 @@ class LivePreview:
         self.clock = clock
         self._lock = threading.Lock()  # requests run in a thread pool; compiling is not shared
         self._renderer: Renderer | None = None
-        self._version = ""
 
     def _current(self) -> tuple[str, Renderer | None, list[Problem]]:
         """The renderer for the files as they are now, rebuilt only when a digest changed."""
@@ -108,11 +106,9 @@ class LivePreview:
                 for i in exc.issues
             ]
             return "invalid-" + hashlib.sha256(raw).hexdigest()[:16], None, problems
-        version = hashlib.sha256(
-            (loaded.source_digest + templates_digest(loaded.templates_dir)).encode()
-        ).hexdigest()[:16]
-        if version != self._version or self._renderer is None:
-            self._renderer, self._version = Renderer(loaded), version
+        version = series_version(loaded)
+        if self._renderer is None or version != self._renderer.version:
+            self._renderer = Renderer(loaded)
         return version, self._renderer, []
 
     def version(self) -> str:
@@ -136,22 +132,9 @@ class LivePreview:
         found = [PickerLead(key, label, view) for key, label, view in SAMPLES]
         if self.store is None:
             return found
-        with self.store.read() as conn:
-            rows = conn.execute(
-                select(
-                    leads.c.id,
-                    leads.c.email,
-                    leads.c.first_name,
-                    leads.c.timezone,
-                    leads.c.attributes,
-                )
-                .order_by(leads.c.id)
-                .limit(STORE_LEADS)
-            ).all()
-        for row in rows:
-            view = LeadView(row.email, row.first_name, row.timezone or "", row.attributes or {})
-            label = f"{row.first_name} <{row.email}>" if row.first_name else row.email
-            found.append(PickerLead(f"lead-{row.id}", label, view))
+        for lead in self.store.reads.first_leads(STORE_LEADS):
+            label = f"{lead.first_name} <{lead.email}>" if lead.first_name else lead.email
+            found.append(PickerLead(f"lead-{lead.id}", label, LeadView.of(lead)))
         return found
 
     def lead(self, key: str | None) -> PickerLead:

@@ -1,7 +1,7 @@
 """The funnel report: per step, how many emails went out, who clicked, who left and who booked.
 
-Sent, failed, clicked and converted per step come from `reporting.campaign_status`, the one
-source for those counts (clicks count leads, not clicks; a conversion is credited to the
+Sent, failed, clicked and converted per step come from `campaign_status` (monitoring), the
+one source for those counts (clicks count leads, not clicks; a conversion is credited to the
 step the store attributes it to). Unsubscribes are credited here to the last email the lead
 had been sent before leaving (`leads.status_at`), the email that made them leave. Anything
 that happened before the first email is shown on a line of its own. Every query only reads.
@@ -13,18 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import and_, func, select
-
 from campaign.config.schedule import Schedule
 from campaign.monitoring.status import campaign_status
 from campaign.pages import PAGES
-from campaign.store.queue import Store, conversions, deliveries, enrollments, from_db, leads
+from campaign.store import Store
 
 BEFORE_FIRST = "(before the first email)"
 STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions
+METRICS = ("sent", "clicked", "unsubscribed", "converted", "failed")  # per step, in order
 
 
 @dataclass(frozen=True)
@@ -55,53 +51,12 @@ class Funnel:
         return sum(getattr(step, metric) for step in self.steps)
 
 
-def _enrolled(store: Store, campaign_id: str) -> int:
-    with store.read() as conn:
-        return (
-            conn.execute(
-                select(func.count())
-                .select_from(enrollments)
-                .where(enrollments.c.campaign_id == campaign_id)
-            ).scalar()
-            or 0
-        )
-
-
-def _unattributed_conversions(store: Store, campaign_id: str) -> int:
-    with store.read() as conn:
-        return (
-            conn.execute(
-                select(func.count())
-                .select_from(conversions)
-                .where(conversions.c.campaign_id == campaign_id, conversions.c.step_id.is_(None))
-            ).scalar()
-            or 0
-        )
-
-
 def _unsubscribes(store: Store, campaign_id: str) -> dict[str, int]:
     """Unsubscribed leads per step: the last email sent to them before they left."""
-    joined = and_(enrollments.c.lead_id == leads.c.id, enrollments.c.campaign_id == campaign_id)
-    gone_filter = leads.c.status == "unsubscribed"
-    with store.read() as conn:
-        gone = conn.execute(
-            select(leads.c.id, leads.c.status_at).join(enrollments, joined).where(gone_filter)
-        ).all()
-        sent = conn.execute(
-            select(deliveries.c.lead_id, deliveries.c.step_id, deliveries.c.sent_at)
-            .join(leads, leads.c.id == deliveries.c.lead_id)
-            .where(
-                deliveries.c.campaign_id == campaign_id, deliveries.c.status == "sent", gone_filter
-            )
-            .order_by(deliveries.c.sent_at, deliveries.c.id)
-        ).all()
-    history: dict[int, list[tuple[datetime, str]]] = {}
-    for lead_id, step_id, sent_at in sent:
-        history.setdefault(lead_id, []).append((from_db(sent_at), step_id))
     counts: dict[str, int] = {}
-    for lead_id, status_at in gone:
-        moment = from_db(status_at)
-        before = [step for at, step in history.get(lead_id, []) if moment is None or at <= moment]
+    for gone in store.reads.departures(campaign_id):
+        moment = gone.left_at
+        before = [step for at, step in gone.sent if moment is None or at <= moment]
         step = before[-1] if before else BEFORE_FIRST
         counts[step] = counts.get(step, 0) + 1
     return counts
@@ -115,11 +70,11 @@ def build_funnel(
     campaign_id = schedule.campaign.id
     status = campaign_status(store, schedule)
     tick(1)
-    enrolled = _enrolled(store, campaign_id)
+    enrolled = store.reads.count_enrolled(campaign_id)
     tick(1)
     unsubscribed = _unsubscribes(store, campaign_id)
     tick(1)
-    unattributed = _unattributed_conversions(store, campaign_id)
+    unattributed = store.reads.unattributed_conversions(campaign_id)
     tick(1)
     numbers = {step.id: i for i, step in enumerate(schedule.steps, 1)}
     steps = [
@@ -142,39 +97,6 @@ def build_funnel(
             )
         )
     return Funnel(campaign_id, schedule.campaign.name, enrolled, steps, now)
-
-
-# -- terminal ------------------------------------------------------------------------------
-
-METRICS = ("sent", "clicked", "unsubscribed", "converted", "failed")
-
-
-def print_funnel(console: Console, funnel: Funnel, bar_width: int = 30) -> None:
-    """A rich table per step with a bar of emails sent (share of leads enrolled)."""
-    table = Table(
-        title=f"{funnel.name} ({funnel.campaign_id}): {funnel.enrolled} leads enrolled",
-        title_justify="left",
-    )
-    table.add_column("#", justify="right")
-    table.add_column("step")
-    for metric in METRICS:
-        table.add_column(metric, justify="right")
-    table.add_column("click rate", justify="right")
-    table.add_column("sent, of enrolled")
-    scale = max([funnel.enrolled, *(s.sent for s in funnel.steps)]) or 1
-    for step in funnel.steps:
-        size = round(step.sent / scale * bar_width)
-        bar = Text("█" * size, style="green").append("░" * (bar_width - size), style="dim")
-        table.add_row(
-            str(step.number or ""),
-            step.step,
-            *(str(getattr(step, m)) for m in METRICS),
-            f"{step.click_rate:.0%}" if step.sent else "",
-            bar,
-        )
-    table.add_section()
-    table.add_row("", "total", *(str(funnel.total(m)) for m in METRICS), "", "")
-    console.print(table)
 
 
 # -- HTML ----------------------------------------------------------------------------------

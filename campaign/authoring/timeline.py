@@ -19,21 +19,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-from sqlalchemy import and_, func, select
-
 from campaign.config.schedule import Schedule
-from campaign.model import Attempt, LeadState
-from campaign.planner import ACTIVE, NextStep, lead_zone, next_step, plan_fingerprint, plan_key
+from campaign.model import DeliveryStatus, LeadState, LeadStatus
+from campaign.planner import NextStep, lead_zone, next_step, plan_fingerprint, plan_key
 from campaign.planner import timeline as planner_timeline
-from campaign.store.queue import Store, deliveries, enrollments, from_db, leads
+from campaign.store import Store
+from campaign.store.reads import LeadPlan
 
 Period = Literal["day", "week"]
 Progress = Callable[[int], None]
-BATCH = 1000
-STEP_COLOURS = ("green", "cyan", "magenta", "yellow", "blue", "red", "bright_green", "bright_cyan")
 SYNTHETIC_ZONES = (
     "America/Los_Angeles",
     "America/Chicago",
@@ -44,25 +38,6 @@ SYNTHETIC_ZONES = (
     "Australia/Sydney",
     None,  # no zone given: the schedule's default applies
 )
-
-
-@dataclass(frozen=True)
-class Pending:
-    """The store's planned next delivery for a lead (its time moves on a retry)."""
-
-    step_id: str
-    due_at: datetime
-    attempts: int
-
-
-@dataclass(frozen=True)
-class LeadPlan:
-    """One enrolled lead as the dry run sees it: its planner state and its pending row."""
-
-    lead_id: int
-    email: str
-    state: LeadState
-    pending: Pending | None = None
 
 
 @dataclass(frozen=True)
@@ -120,7 +95,7 @@ def lead_emails(
     retry shows when it will really be tried), otherwise at the planner's time; anything
     overdue goes at `now`, and each later step counts its delay from there.
     """
-    if lead.state.status != ACTIVE:
+    if lead.state.status != LeadStatus.ACTIVE:
         return
     first = next_step(schedule, lead.state)
     if first is None:
@@ -144,7 +119,10 @@ def disagreement(schedule: Schedule, lead: LeadPlan) -> str | None:
     A retry legitimately moves the row's time, so only a row never tried is held to the
     planner's time.
     """
-    if lead.state.status != ACTIVE or any(a.status == "sending" for a in lead.state.history):
+    state = lead.state
+    if state.status != LeadStatus.ACTIVE or any(
+        a.status == DeliveryStatus.SENDING for a in state.history
+    ):
         return None
     first = next_step(schedule, lead.state)
     planned = f"{first.step.id} at {first.due_at:%Y-%m-%d %H:%M} UTC" if first else "nothing"
@@ -162,95 +140,10 @@ def disagreement(schedule: Schedule, lead: LeadPlan) -> str | None:
 # -- many leads from the store -------------------------------------------------------------
 
 
-def _history_rows(conn, campaign_id: str, ids: Sequence[int]) -> list:
-    # Same rows and times as the store's HISTORY, read for a whole batch of leads at once.
-    return conn.execute(
-        select(
-            deliveries.c.lead_id,
-            deliveries.c.step_id,
-            deliveries.c.status,
-            func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at, deliveries.c.updated_at),
-            deliveries.c.due_at,
-            deliveries.c.attempts,
-        )
-        .where(
-            deliveries.c.campaign_id == campaign_id,
-            deliveries.c.lead_id.in_(ids),
-            deliveries.c.status != "cancelled",
-        )
-        .order_by(deliveries.c.id)
-    ).all()
-
-
-def _batch_plans(conn, campaign_id: str, rows: Sequence) -> list[LeadPlan]:
-    ids = [row.id for row in rows]
-    history: dict[int, list[Attempt]] = {i: [] for i in ids}
-    pending: dict[int, Pending] = {}
-    for lead_id, step_id, status, at, due_at, attempts in _history_rows(conn, campaign_id, ids):
-        if status in ("pending", "claimed"):  # claimed: reserved by a sender, not yet tried
-            pending[lead_id] = Pending(step_id, from_db(due_at), attempts)
-        else:
-            history[lead_id].append(Attempt(step_id, status, from_db(at)))
-    return [
-        LeadPlan(
-            row.id,
-            row.email,
-            LeadState(from_db(row.enrolled_at), row.timezone, row.status, tuple(history[row.id])),
-            pending.get(row.id),
-        )
-        for row in rows
-    ]
-
-
-def count_enrolled(store: Store, campaign_id: str, email: str | None = None) -> int:
-    query = (
-        select(func.count())
-        .select_from(enrollments)
-        .join(leads, leads.c.id == enrollments.c.lead_id)
-        .where(enrollments.c.campaign_id == campaign_id)
-    )
-    if email is not None:
-        query = query.where(func.lower(leads.c.email) == email.lower())
-    with store.read() as conn:
-        return conn.execute(query).scalar() or 0
-
-
-def read_leads(
-    store: Store, campaign_id: str, email: str | None = None, batch: int = BATCH
-) -> Iterator[list[LeadPlan]]:
-    """Every lead enrolled in the campaign with its history, in batches; reads only."""
-    last = 0
-    while True:
-        query = (
-            select(
-                leads.c.id,
-                leads.c.email,
-                leads.c.timezone,
-                leads.c.status,
-                enrollments.c.enrolled_at,
-            )
-            .join(
-                enrollments,
-                and_(enrollments.c.lead_id == leads.c.id, enrollments.c.campaign_id == campaign_id),
-            )
-            .where(leads.c.id > last)
-            .order_by(leads.c.id)
-            .limit(batch)
-        )
-        if email is not None:
-            query = query.where(func.lower(leads.c.email) == email.lower())
-        with store.read() as conn:
-            rows = conn.execute(query).all()
-            if not rows:
-                return
-            yield _batch_plans(conn, campaign_id, rows)
-        last = rows[-1].id
-
-
 def plan_in_force(store: Store, schedule: Schedule) -> bool:
     """Whether the pending rows were planned with this schedule's timing (else the next
     send-due replans every lead, and the planner's answer is what will happen)."""
-    return store.get_meta(plan_key(schedule)) == plan_fingerprint(schedule)
+    return store.meta.get(plan_key(schedule)) == plan_fingerprint(schedule)
 
 
 def plan_store(
@@ -264,12 +157,12 @@ def plan_store(
     """Every email the store's leads would get from `now` on, sorted; nothing is written."""
     notes = PlanNotes(replanned=not plan_in_force(store, schedule))
     emails: list[PlannedEmail] = []
-    for batch in read_leads(store, schedule.campaign.id, email):
+    for batch in store.reads.lead_plans(schedule.campaign.id, email):
         for lead in batch:
             notes.leads += 1
-            if lead.state.status != ACTIVE:
+            if lead.state.status != LeadStatus.ACTIVE:
                 notes.inactive += 1
-            elif any(a.status == "sending" for a in lead.state.history):
+            elif any(a.status == DeliveryStatus.SENDING for a in lead.state.history):
                 notes.in_flight += 1
             elif not notes.replanned and (problem := disagreement(schedule, lead)):
                 notes.disagree.append(problem)
@@ -280,6 +173,23 @@ def plan_store(
             progress(len(batch))
     emails.sort(key=PlannedEmail.sort_key)
     return emails, notes
+
+
+def plan_view(
+    store: Store,
+    schedule: Schedule,
+    now: datetime,
+    *,
+    email: str | None = None,
+    start: datetime | None = None,
+    until: datetime | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[PlannedEmail], PlanNotes]:
+    """What `plan` lists: the emails of every lead, or of the lead at `email`, from `start`
+    (or `now`) to `until`. The planner still runs from `now`, so a later `start` shows the
+    emails as they will really fall, not a series restarted on that day."""
+    emails, notes = plan_store(store, schedule, now, until, email, progress)
+    return [e for e in emails if start is None or e.at >= start], notes
 
 
 # -- synthetic leads -----------------------------------------------------------------------
@@ -345,109 +255,3 @@ def summarise(emails: Iterable[PlannedEmail], by: Period) -> list[Bucket]:
     for item in emails:
         buckets.setdefault(period_start(item.at, by), Counter())[item.step_id] += 1
     return [Bucket(start, buckets[start]) for start in sorted(buckets)]
-
-
-# -- printing ------------------------------------------------------------------------------
-
-
-def parse_bound(text: str, *, end_of_day: bool = False) -> datetime:
-    """`2026-03-09` (midnight UTC, or the end of that day) or a full ISO-8601 time."""
-    try:
-        if len(text) == 10:
-            day = datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
-            return day + timedelta(days=1) - timedelta(microseconds=1) if end_of_day else day
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a date (2026-03-09) or an ISO-8601 time") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def email_rows(schedule: Schedule, emails: Sequence[PlannedEmail]) -> list[tuple[str, ...]]:
-    total = len(schedule.steps)
-    return [
-        (
-            f"{item.at:%a %Y-%m-%d %H:%M}" + (" (due now)" if item.overdue else ""),
-            f"{item.local:%a %d %b %H:%M %Z}",
-            item.email,
-            f"{item.position + 1}/{total} {item.step_id}",
-            item.subject,
-        )
-        for item in emails
-    ]
-
-
-def print_emails(
-    console: Console, schedule: Schedule, emails: Sequence[PlannedEmail], limit: int | None
-) -> None:
-    """One plain, aligned line per email (plain so it can be read, grepped and diffed)."""
-    shown = emails if not limit else emails[:limit]
-    header = ("when (UTC)", "lead's local time", "to", "step", "subject")
-    rows = [header, *email_rows(schedule, shown)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        console.print("  ".join([*cells, row[-1]]).rstrip(), markup=False, highlight=False)
-    if len(shown) < len(emails):
-        console.print(
-            f"... and {len(emails) - len(shown)} more (raise --limit to list them)", highlight=False
-        )
-
-
-def print_summary(
-    console: Console,
-    schedule: Schedule,
-    emails: Sequence[PlannedEmail],
-    by: Period,
-    bar_width: int = 40,
-) -> None:
-    """Counts per day or week and step, with a stacked bar per period coloured by step."""
-    buckets = summarise(emails, by)
-    if not buckets:
-        return
-    step_ids = [step.id for step in schedule.steps]
-    colours = {sid: STEP_COLOURS[i % len(STEP_COLOURS)] for i, sid in enumerate(step_ids)}
-    table = Table(title=f"Emails per {by} (UTC)", title_justify="left", box=None)
-    table.add_column(by)
-    for number, _sid in enumerate(step_ids, 1):
-        table.add_column(str(number), justify="right", style=colours[_sid])
-    table.add_column("total", justify="right", style="bold")
-    table.add_column("")
-    peak = max(bucket.total for bucket in buckets)
-    for bucket in buckets:
-        bar = Text()
-        for sid in step_ids:
-            size = round(bucket.counts[sid] / peak * bar_width)
-            bar.append("█" * size, style=colours[sid])
-        label = f"{bucket.start:%a %Y-%m-%d}" if by == "day" else f"wk of {bucket.start:%Y-%m-%d}"
-        table.add_row(
-            label, *(str(bucket.counts[sid] or "") for sid in step_ids), str(bucket.total), bar
-        )
-    console.print(table)
-    legend = Text("steps:")
-    for number, sid in enumerate(step_ids, 1):
-        legend.append("  ").append(f"{number} {sid}", style=colours[sid])
-    console.print(legend)
-
-
-def print_notes(console: Console, notes: PlanNotes) -> None:
-    if notes.inactive:
-        console.print(
-            f"{notes.inactive} lead(s) are not active (unconfirmed, unsubscribed, "
-            "bounced or converted): nothing is planned for them",
-            highlight=False,
-        )
-    if notes.in_flight:
-        console.print(
-            f"{notes.in_flight} lead(s) have an email being sent right now: what "
-            "follows is planned when it is confirmed",
-            highlight=False,
-        )
-    if notes.replanned:
-        console.print(
-            "[yellow]the schedule's timing changed since the leads were planned:[/] "
-            "the next send-due replans every lead; the times above are the new plan"
-        )
-    for problem in notes.disagree[:20]:
-        console.print(f"[yellow]store and planner disagree:[/] {problem}", highlight=False)
-    if len(notes.disagree) > 20:
-        console.print(f"... and {len(notes.disagree) - 20} more disagreements")

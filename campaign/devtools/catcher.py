@@ -31,7 +31,7 @@ class Caught:
 
     @property
     def message(self) -> EmailMessage:
-        return message_from_bytes(self.data, policy=default_policy)  # type: ignore[return-value]
+        return message_from_bytes(self.data, policy=default_policy)
 
 
 @dataclass

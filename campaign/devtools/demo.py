@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from campaign.config.schedule import load_schedule
 from campaign.config.settings import SmtpSettings, base_url, secret_key
@@ -20,7 +19,7 @@ from campaign.devtools.catcher import Catcher, CatchHandler
 from campaign.leads.intake import add_lead, parse_lead
 from campaign.rendering.links import LinkSigner
 from campaign.sending.runner import Engine
-from campaign.store.queue import Store
+from campaign.store import Store
 
 SAMPLE_LEADS = (
     ("maria@example.com", "Maria", "America/New_York"),
@@ -78,7 +77,7 @@ def run_demo(
             worker="demo",
         )
         for _ in range(MAX_TICKS):
-            due = store.next_due_at(loaded.schedule.campaign.id)
+            due = store.queue.next_due_at(loaded.schedule.campaign.id)
             if due is None:
                 break
             clock[0] = max(clock[0], due)
@@ -98,10 +97,6 @@ def run_demo(
             clock[0] += timedelta(minutes=1)
     store.close()
     return delivered
-
-
-def local_time(item: Delivered) -> str:
-    return item.at.astimezone(ZoneInfo(item.zone)).strftime("%a %d %b %H:%M %Z")
 
 
 def _slug(text: str) -> str:

@@ -20,9 +20,9 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from campaign.config.schedule import Schedule
-from campaign.model import LeadState, NewLead, PlannedDelivery
-from campaign.planner import next_step, plan_fingerprint, plan_key
-from campaign.store.queue import Store
+from campaign.model import LeadState, LeadStatus, NewLead, PlannedDelivery
+from campaign.planner import next_delivery, plan_fingerprint, plan_key
+from campaign.store import Store
 
 MAX_FIELD = 200
 MAX_ATTRIBUTE = 1000
@@ -118,8 +118,7 @@ def parse_lead(data: dict) -> LeadInput:
 def first_delivery(
     schedule: Schedule, timezone: str | None, now: datetime
 ) -> PlannedDelivery | None:
-    upcoming = next_step(schedule, LeadState(enrolled_at=now, timezone=timezone))
-    return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
+    return next_delivery(schedule, LeadState(enrolled_at=now, timezone=timezone))
 
 
 def to_new_lead(lead: LeadInput, first: PlannedDelivery | None) -> NewLead:
@@ -133,11 +132,11 @@ def add_lead(
 
     A `pending` lead (double opt-in) gets no step planned until it confirms its address.
     """
-    store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
+    store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     new = to_new_lead(lead, first_delivery(schedule, lead.timezone, now))
     if pending:
-        new = replace(new, first=None, status="pending")
-    return store.add_leads([new], schedule.campaign.id, now)[0]
+        new = replace(new, first=None, status=LeadStatus.PENDING)
+    return store.leads.add_leads([new], schedule.campaign.id, now)[0]
 
 
 @dataclass
@@ -155,7 +154,6 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
         raise LeadError("file", f"is larger than {MAX_FILE_BYTES // 1_000_000} MB")
     text = raw.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""), strict=False)
-    csv.field_size_limit(max(MAX_ATTRIBUTE * 4, 65536))
     try:
         header = next(reader)
     except StopIteration:
@@ -198,7 +196,7 @@ def import_csv(
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     report = ImportReport()
-    store.init_meta(plan_key(schedule), plan_fingerprint(schedule))
+    store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     seen: dict[str, int] = {}
     batch: list[NewLead] = []
     # Everyone imported at once is enrolled at `now`: the first step is the same for every
@@ -206,7 +204,7 @@ def import_csv(
     firsts: dict[str | None, PlannedDelivery | None] = {}
 
     def flush() -> None:
-        for _id, created in store.add_leads(batch, schedule.campaign.id, now):
+        for _id, created in store.leads.add_leads(batch, schedule.campaign.id, now):
             if created:
                 report.imported += 1
             else:
@@ -221,7 +219,7 @@ def import_csv(
             if isinstance(row, str):
                 report.rejected.append((line, row))
                 continue
-            data = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
+            data: dict[str, object] = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
             data["attributes"] = {
                 k: v for k, v in row.items() if k not in BUILTIN_COLUMNS and k and v
             }

@@ -5,28 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from campaign.config.schedule import Schedule
-from campaign.store.queue import DELIVERY_STATUSES, Store
+from campaign.model import DeliveryStatus
+from campaign.store import Store
 
+DELIVERY_COLUMNS = tuple(status.value for status in DeliveryStatus)
 # `clicked`: leads who clicked a link in the step; `converted`: conversions credited to the
 # step (the last step clicked before booking, else the last step sent).
 ENGAGEMENT_COLUMNS = ("clicked", "converted")
-STATUS_COLUMNS = (*DELIVERY_STATUSES, *ENGAGEMENT_COLUMNS)
+STATUS_COLUMNS = (*DELIVERY_COLUMNS, *ENGAGEMENT_COLUMNS)
 
 
 def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
-    counts = store.delivery_counts(schedule.campaign.id)
-    engagement = store.engagement_counts(schedule.campaign.id)
+    campaign_id = schedule.campaign.id
+    counts = store.reads.delivery_counts(campaign_id)
+    engagement = store.reads.engagement_counts(campaign_id)
     step_ids = [step.id for step in schedule.steps]
     step_ids += sorted(set(counts) - set(step_ids))  # removed steps still have history
     steps = []
     for step_id in step_ids:
         row: dict[str, Any] = {"step": step_id, "in_schedule": step_id in schedule.steps_by_id}
-        row.update({status: counts.get(step_id, {}).get(status, 0) for status in DELIVERY_STATUSES})
+        row.update({status: counts.get(step_id, {}).get(status, 0) for status in DELIVERY_COLUMNS})
         row.update({name: engagement.get(step_id, {}).get(name, 0) for name in ENGAGEMENT_COLUMNS})
         steps.append(row)
     return {
-        "campaign": schedule.campaign.id,
+        "campaign": campaign_id,
         "steps": steps,
-        "leads": store.lead_counts(),
-        "unknown": store.deliveries_with_status(schedule.campaign.id, "unknown"),
+        "leads": store.reads.lead_counts(),
+        "unknown": store.reads.deliveries_with_status(campaign_id, DeliveryStatus.UNKNOWN),
     }

@@ -31,6 +31,7 @@ from markupsafe import Markup
 from premailer import Premailer
 
 from campaign.config.schedule import LoadedSchedule, Schedule, Step
+from campaign.model import Lead
 from campaign.rendering import mime
 from campaign.rendering.mime import MimeMessage
 
@@ -59,6 +60,11 @@ class LeadView:
     timezone: str = ""
     attributes: Mapping[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, lead: Lead) -> LeadView:
+        """A stored lead as its emails see it: no time zone reads as an empty value."""
+        return cls(lead.email, lead.first_name, lead.timezone or "", lead.attributes)
+
     def value(self, name: str) -> str:
         if name in BUILTIN_LEAD_FIELDS:
             return getattr(self, name) or ""
@@ -70,7 +76,7 @@ class Links:
     """Where a lead's links point: straight to the target (previews) or through tracking."""
 
     unsubscribe: str
-    click: Callable[[int, str], str] = staticmethod(lambda index, url: url)  # type: ignore[assignment]
+    click: Callable[[int, str], str] = staticmethod(lambda index, url: url)
     confirm: str = ""  # the double opt-in link; only the confirmation email has one
 
 
@@ -201,14 +207,21 @@ def _template_line(exc: BaseException, templates_dir: Path) -> tuple[str | None,
     return found
 
 
-def templates_digest(templates_dir: Path) -> str:
-    """A fingerprint of every template file, so a compiled step is dropped when one changes."""
+def _templates_digest(templates_dir: Path) -> str:
+    """A fingerprint of every template file, names and contents."""
     digest = hashlib.sha256()
     for path in sorted(templates_dir.rglob("*")):
         if path.is_file():
             digest.update(str(path.relative_to(templates_dir)).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def series_version(loaded: LoadedSchedule) -> str:
+    """The schedule file and every template as one short fingerprint: whoever keeps compiled
+    steps (the sender, the web service, the live preview) rebuilds them when it changes."""
+    both = loaded.source_digest + _templates_digest(loaded.templates_dir)
+    return hashlib.sha256(both.encode()).hexdigest()[:16]
 
 
 def _html_to_text(body: str, link_targets: Mapping[str, str]) -> str:
@@ -231,6 +244,84 @@ def _html_to_text(body: str, link_targets: Mapping[str, str]) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
+class _Placeholders:
+    """Opaque markers standing for a lead's values while a step compiles. The token is new
+    for each step, so no text a marketer writes can pass for one."""
+
+    def __init__(self) -> None:
+        self.token = secrets.token_hex(4)
+        self.names: list[str] = []
+
+    def mint(self, name: str) -> Markup:
+        if name not in self.names:
+            self.names.append(name)
+        return Markup(f"PH{self.token}x{self.names.index(name)}x")
+
+    def pattern(self) -> re.Pattern[str]:
+        return re.compile(rf"PH{self.token}x(\d+)x")
+
+
+def _inline_css(body: str) -> str:
+    """Styles moved into each element's `style`, since many mail programs drop `<style>`."""
+    return Premailer(
+        body,
+        keep_style_tags=False,
+        strip_important=False,
+        disable_validation=True,
+        allow_network=False,
+        cssutils_logging_level=logging.CRITICAL,
+    ).transform()
+
+
+def _track_links(inlined: str, marks: _Placeholders) -> tuple[str, list[str]]:
+    """Each distinct web link becomes a placeholder for the lead's own tracked link; the
+    targets are returned in order, since a click token names a link by its number."""
+    urls: list[str] = []
+
+    def track(match: re.Match[str]) -> str:
+        url = html.unescape(match.group(1))
+        if url not in urls:
+            urls.append(url)
+        return f'href="{marks.mint(f"click.{urls.index(url)}")}"'
+
+    return _HREF.sub(track, inlined), urls
+
+
+def _require_parts(
+    step: Step,
+    confirmation: bool,
+    postal_address: str,
+    marks: _Placeholders,
+    html_part: str,
+    text_part: str,
+) -> None:
+    """Refuses a step whose HTML or text part leaves out what every email must carry, so a
+    template edit stops at compile time rather than going out unlawful or useless."""
+    unsubscribe = marks.mint(UNSUBSCRIBE)
+    for part, content in (("HTML", html_part), ("text", text_part)):
+        if unsubscribe not in content:
+            raise TemplateProblem(
+                step.template,
+                None,
+                f"the {part} part has no unsubscribe link "
+                "({{ links.unsubscribe }}); every email must carry one",
+            )
+        if postal_address not in html.unescape(content):
+            raise TemplateProblem(
+                step.template,
+                None,
+                f"the {part} part does not show the clinic's postal address "
+                "({{ clinic.postal_address }}); the law requires it",
+            )
+        if confirmation and marks.mint(CONFIRM) not in content:
+            raise TemplateProblem(
+                step.template,
+                None,
+                f"the {part} part has no confirmation link ({{{{ links.confirm }}}}); "
+                "the double opt-in email exists to carry it",
+            )
+
+
 class Renderer:
     """Compiles each step of a schedule once and personalises it for any number of leads."""
 
@@ -238,9 +329,7 @@ class Renderer:
         self.loaded = loaded
         self.schedule: Schedule = loaded.schedule
         self.templates_dir = loaded.templates_dir
-        self.version = hashlib.sha256(
-            (loaded.source_digest + templates_digest(self.templates_dir)).encode()
-        ).hexdigest()[:16]
+        self.version = series_version(loaded)
         self.env = _Sandbox(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             autoescape=True,
@@ -258,8 +347,6 @@ class Renderer:
         self.sender_domain = sender.rpartition("@")[2]
         self._clinic = self.schedule.clinic.model_dump()  # what subjects may name
         self._campaign = self.schedule.campaign.model_dump()
-        logging.getLogger("premailer").setLevel(logging.CRITICAL)
-        logging.getLogger("cssutils").setLevel(logging.CRITICAL)
 
     # -- once per step ---------------------------------------------------------------------
 
@@ -283,22 +370,42 @@ class Renderer:
         return next((i, s) for i, s in enumerate(self.schedule.steps, 1) if s.id == step_id)
 
     def _compile(self, step_id: str) -> CompiledStep:
-        schedule = self.schedule
         number, step = self._find(step_id)
-        token = secrets.token_hex(4)
-        placeholders: list[str] = []
+        marks = _Placeholders()
+        body = self._render_template(step.template, self._context(step, number, marks))
+        inlined, urls = _track_links(_inline_css(body), marks)
+        text = _html_to_text(inlined, {marks.mint(f"click.{i}"): url for i, url in enumerate(urls)})
+        _require_parts(step, number == 0, self.schedule.clinic.postal_address, marks, inlined, text)
+        subject = self._subject_template(step)
+        placeholder = marks.pattern()
+        compiled = CompiledStep(
+            step,
+            number,
+            len(self.schedule.steps),
+            inlined,
+            text,
+            tuple(marks.names),
+            tuple(urls),
+            subject,
+            placeholder,
+            mime.Body(inlined, placeholder),
+            mime.Body(text, placeholder),
+        )
+        # A subject naming an unknown field fails here, when the schedule is checked, not
+        # later for each lead.
+        self._render_subject(compiled, self.lead_values(LeadView(email="preview@example.com")))
+        return compiled
 
-        def mint(name: str) -> Markup:
-            if name not in placeholders:
-                placeholders.append(name)
-            return Markup(f"PH{token}x{placeholders.index(name)}x")
-
-        context: dict[str, Any] = {
-            "lead": _Fields("lead", self._lead_fields, mint),
+    def _context(self, step: Step, number: int, marks: _Placeholders) -> dict[str, Any]:
+        """What a step's template may name: the lead and its links stand for placeholders,
+        everything else is the schedule's own values, the same for every lead."""
+        schedule = self.schedule
+        return {
+            "lead": _Fields("lead", self._lead_fields, marks.mint),
             "links": {
                 "booking": _utm(str(schedule.booking_url), schedule.utm, step.id),
-                "unsubscribe": mint(UNSUBSCRIBE),
-                **({"confirm": mint(CONFIRM)} if number == 0 else {}),
+                "unsubscribe": marks.mint(UNSUBSCRIBE),
+                **({"confirm": marks.mint(CONFIRM)} if number == 0 else {}),
             },
             "clinic": schedule.clinic.model_dump(),
             "campaign": schedule.campaign.model_dump(),
@@ -310,70 +417,15 @@ class Renderer:
                 "total": len(schedule.steps),
             },
         }
-        body = self._render_template(step.template, context)
-        inlined = Premailer(
-            body,
-            keep_style_tags=False,
-            strip_important=False,
-            disable_validation=True,
-            allow_network=False,
-            cssutils_logging_level=logging.CRITICAL,
-        ).transform()
-        urls: list[str] = []
 
-        def track(match: re.Match[str]) -> str:
-            url = html.unescape(match.group(1))
-            if url not in urls:
-                urls.append(url)
-            return f'href="{mint(f"click.{urls.index(url)}")}"'
-
-        inlined = _HREF.sub(track, inlined)
-        text = _html_to_text(inlined, {mint(f"click.{i}"): url for i, url in enumerate(urls)})
-        unsubscribe = mint(UNSUBSCRIBE)
-        for part, content in (("HTML", inlined), ("text", text)):
-            if unsubscribe not in content:
-                raise TemplateProblem(
-                    step.template,
-                    None,
-                    f"the {part} part has no unsubscribe link "
-                    "({{ links.unsubscribe }}); every email must carry one",
-                )
-            if schedule.clinic.postal_address not in html.unescape(content):
-                raise TemplateProblem(
-                    step.template,
-                    None,
-                    f"the {part} part does not show the clinic's postal address "
-                    "({{ clinic.postal_address }}); the law requires it",
-                )
-            if number == 0 and mint(CONFIRM) not in content:
-                raise TemplateProblem(
-                    step.template,
-                    None,
-                    f"the {part} part has no confirmation link ({{{{ links.confirm }}}}); "
-                    "the double opt-in email exists to carry it",
-                )
+    def _subject_template(self, step: Step) -> jinja2.Template:
+        """The subject is a template of its own, rendered per lead without HTML escaping."""
         try:
-            subject = self._subject_env.from_string(step.subject)
+            return self._subject_env.from_string(step.subject)
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateProblem(
                 "schedules.yaml", None, f"steps {step.id!r} subject: {exc.message}"
             ) from exc
-        placeholder = re.compile(rf"PH{token}x(\d+)x")
-        compiled = CompiledStep(
-            step,
-            number,
-            len(schedule.steps),
-            inlined,
-            text,
-            tuple(placeholders),
-            tuple(urls),
-            subject,
-            placeholder,
-            mime.Body(inlined, placeholder),
-            mime.Body(text, placeholder),
-        )
-        self._render_subject(compiled, self.lead_values(LeadView(email="preview@example.com")))
-        return compiled
 
     def _render_template(self, name: str, context: dict[str, Any]) -> str:
         try:

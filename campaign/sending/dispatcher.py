@@ -12,6 +12,7 @@ The reserved rows behind it were never started and go back to the queue.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
@@ -21,11 +22,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parseaddr
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from campaign.config.schedule import Schedule
-from campaign.model import Attempt, Claim, Lead, LeadState, PlannedDelivery, Sent, Start
-from campaign.planner import lead_zone, next_opening, next_step, plan_fingerprint, plan_key
+from campaign.model import (
+    Attempt,
+    Claim,
+    Clock,
+    DeliveryStatus,
+    Lead,
+    LeadState,
+    LeadStatus,
+    PlannedDelivery,
+    Sent,
+    Start,
+)
+from campaign.planner import lead_zone, next_delivery, next_opening, plan_fingerprint, plan_key
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
 from campaign.sending.ratelimit import RateLimiter
@@ -39,16 +49,50 @@ from campaign.sending.transport import (
     SmtpTransport,
     TransientFailure,
 )
-from campaign.store.queue import Store
+from campaign.store import DatabaseError, Store
 
 log = logging.getLogger("campaign.sending.dispatcher")
-Clock = Callable[[], datetime]
 DEFAULT_LEASE = timedelta(minutes=10)
 # Rows a connection takes from the queue in one transaction: enough to pay for the reads
 # many times over, few enough that a stopped run hands little back.
 RESERVATION = 16
 STEP_REMOVED = "step removed from the schedule"
-_LOG_LEVELS = {"sent": logging.INFO, "cancelled": logging.INFO, "stopped": logging.ERROR}
+
+
+class Outcome(enum.StrEnum):
+    """What one attempt came to, as its log line says it."""
+
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    UNKNOWN = "unknown"
+    CANCELLED = "cancelled"
+    STOPPED = "stopped"
+
+
+_LOG_LEVELS = {
+    Outcome.SENT: logging.INFO,
+    Outcome.CANCELLED: logging.INFO,
+    Outcome.STOPPED: logging.ERROR,
+}
+
+
+@dataclass(frozen=True)
+class Built:
+    """A message ready to hand to SMTP."""
+
+    data: bytes
+    utf8: bool  # needs SMTPUTF8
+
+
+@dataclass(frozen=True)
+class Unsendable:
+    """Why a reserved row ends without a message: its step was removed (`cancelled`), or
+    this lead's data breaks the template (`failed`, and the series goes on)."""
+
+    outcome: DeliveryStatus
+    reason: str
 
 
 @dataclass
@@ -90,10 +134,12 @@ def _state(
     exclude: str | None,
 ) -> LeadState:
     """The planner's view of a lead from what the store read (`exclude`: the step in flight)."""
-    history = tuple(Attempt(step, status, at) for step, status, at in rows if step != exclude)
-    return LeadState(
-        enrolled_at, lead.timezone if lead else None, lead.status if lead else "active", history
+    history = tuple(
+        Attempt(step, DeliveryStatus(status), at) for step, status, at in rows if step != exclude
     )
+    if lead is None:
+        return LeadState(enrolled_at, history=history)
+    return LeadState(enrolled_at, lead.timezone, LeadStatus(lead.status), history)
 
 
 class Dispatcher:
@@ -131,31 +177,29 @@ class Dispatcher:
 
     # -- planning --------------------------------------------------------------------------
 
-    def _following(self, state: LeadState) -> PlannedDelivery | None:
-        upcoming = next_step(self.schedule, state)
-        return PlannedDelivery(upcoming.step.id, upcoming.due_at) if upcoming else None
-
-    def _next_after(self, claim: Claim, outcome: str, at: datetime) -> PlannedDelivery | None:
+    def _next_after(
+        self, claim: Claim, outcome: DeliveryStatus, at: datetime
+    ) -> PlannedDelivery | None:
         """The lead's next step once this one ended as `outcome`, planned from what the
         reservation read: whether sent, failed or in doubt, the series goes on."""
         if claim.enrolled_at is None:
             return None
         state = _state(claim.enrolled_at, claim.lead, claim.history, claim.step_id)
-        return self._following(state.with_attempt(claim.step_id, outcome, at))
+        return next_delivery(self.schedule, state.with_attempt(claim.step_id, outcome, at))
 
     def replan_lead(self, lead_id: int, now: datetime) -> None:
-        lead = self.store.lead(lead_id)
+        lead = self.store.leads.lead(lead_id)
 
         def plan(
             enrolled_at: datetime, history: Iterable[tuple[str, str, datetime]]
         ) -> PlannedDelivery | None:
-            return self._following(_state(enrolled_at, lead, history, None))
+            return next_delivery(self.schedule, _state(enrolled_at, lead, history, None))
 
-        self.store.replace_plan(lead_id, self.campaign_id, plan, now)
+        self.store.queue.replace_plan(lead_id, self.campaign_id, plan, now)
 
     def sync(self, now: datetime, report: RunReport) -> None:
         """Settle expired claims and, after a schedule edit, replan every lead's next step."""
-        for lead_id, campaign_id in self.store.expire_leases(now, self.lease):
+        for lead_id, campaign_id in self.store.queue.expire_leases(now, self.lease):
             report.in_doubt += 1
             log.warning(
                 "outcome=unknown lead=%s campaign=%s reason=lease-expired", lead_id, campaign_id
@@ -164,13 +208,13 @@ class Dispatcher:
                 self.replan_lead(lead_id, now)
         key = plan_key(self.schedule)
         fingerprint = plan_fingerprint(self.schedule)
-        if self.store.get_meta(key) == fingerprint:
+        if self.store.meta.get(key) == fingerprint:
             return
-        for batch in self.store.enrolled_leads(self.campaign_id):
+        for batch in self.store.queue.enrolled_leads(self.campaign_id):
             for lead_id in batch:
                 self.replan_lead(lead_id, now)
                 report.replanned += 1
-        self.store.set_meta(key, fingerprint)
+        self.store.meta.set(key, fingerprint)
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -197,7 +241,7 @@ class Dispatcher:
         same queue after one `sync`. Before it returns, the last message sent is recorded
         and whatever this connection reserved but did not start goes back to the queue.
         """
-        with self.store.holding():
+        with self.store.db.holding():
             self._drain(run_now, report, max_messages, stop)
 
     def _drain(
@@ -238,13 +282,13 @@ class Dispatcher:
             if max_messages is not None:
                 room = min(room, max_messages - report.sent - report.failed)
             self._reserved.extend(
-                self.store.reserve(self.campaign_id, run_now, self.worker, self.clock(), room)
+                self.store.queue.reserve(self.campaign_id, run_now, self.worker, self.clock(), room)
             )
         return self._reserved.popleft() if self._reserved else None
 
     def _record_sent(self) -> None:
         if self._unrecorded is not None:
-            self.store.record_sent(self._unrecorded)
+            self.store.queue.record_sent(self._unrecorded)
             self._unrecorded = None  # only once committed: if not, `_finish` tries again
 
     def _finish(self, failing: bool = False) -> None:
@@ -256,8 +300,8 @@ class Dispatcher:
         """
         try:
             self._record_sent()
-            self.store.release_reserved(list(self._reserved), self.clock())
-        except SQLAlchemyError as exc:
+            self.store.queue.release_reserved(list(self._reserved), self.clock())
+        except DatabaseError as exc:
             if not failing:
                 raise
             log.warning("could not settle this connection's deliveries: %s", exc)
@@ -265,37 +309,39 @@ class Dispatcher:
             self._unrecorded = None
             self._reserved.clear()
 
-    def _render(self, claim: Claim, message_id: str) -> tuple[bytes, bool] | str:
-        """The message's bytes and whether it needs SMTPUTF8, or why it cannot be built."""
+    def _build(self, claim: Claim, message_id: str) -> Built | Unsendable:
+        """The message ready for SMTP, or why this row ends without one."""
+        if self.schedule.step(claim.step_id) is None:
+            # A worker on an older schedule planned it; the series goes on without it.
+            return Unsendable(DeliveryStatus.CANCELLED, STEP_REMOVED)
         lead = claim.lead
         try:
             email = self.renderer.render(
                 claim.step_id,
-                LeadView(lead.email, lead.first_name, lead.timezone or "", lead.attributes),
+                LeadView.of(lead),
                 self.signer.links(lead.id, self.campaign_id, claim.step_id),
                 now=self.clock(),
                 message_id=message_id,
             )
         except (TemplateProblem, ValueError, TypeError, LookupError) as exc:
             # This lead's data breaks the template: fail this one message, not the run.
-            return f"cannot build the message: {exc}"
-        return email.message.data, email.message.utf8
+            return Unsendable(DeliveryStatus.FAILED, f"cannot build the message: {exc}")
+        return Built(email.message.data, email.message.utf8)
 
     def _deliver(self, claim: Claim, report: RunReport) -> bool:
         """Send one reserved delivery. Returns False when the whole batch must stop.
 
-        The message is rendered first, then one transaction records the previous message
-        as sent and starts this one (the last look: a lead who left is not mailed), and
-        only then does the SMTP transaction begin.
+        The message is built first, then one transaction records the previous message as
+        sent and starts this one (the last look: a lead who left is not mailed), and only
+        then does the SMTP transaction begin.
         """
         started = time.perf_counter()
-        lead = claim.lead  # read with the reservation: no extra query per message
         domain = self.renderer.sender_domain
         message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
         try:
-            built = self._render(claim, message_id) if self.schedule.step(claim.step_id) else None
-            if isinstance(built, tuple):
-                outcome = self.store.start(claim, self.clock(), self._unrecorded)
+            built = self._build(claim, message_id)
+            if isinstance(built, Built):
+                outcome = self.store.queue.start(claim, self.clock(), self._unrecorded)
             else:
                 outcome = self._settle_unsendable(claim, built)
         except BaseException:
@@ -304,83 +350,89 @@ class Dispatcher:
         self._unrecorded = None  # only once committed: if not, `_finish` tries again
         if outcome is Start.LEFT:
             report.cancelled += 1
-            self._log(claim, "cancelled", None, started, "lead left the series")
+            self._log(claim, Outcome.CANCELLED, None, started, "lead left the series")
         if outcome is not Start.GO:
             return True
-        if built is None:
-            report.cancelled += 1
-            self._log(claim, "cancelled", None, started, STEP_REMOVED)
-            # Plan the real next step, or the lead would wait forever for this one.
-            self.replan_lead(lead.id, self.clock())
+        if isinstance(built, Unsendable):
+            self._ended_unsent(claim, built, report, started)
             return True
-        if isinstance(built, str):
-            report.failed += 1
-            report.errors.append(f"{lead.email}: {built}")
-            self._log(claim, "failed", None, started, built)
-            return True
-        data, utf8 = built
         try:
-            self.transport.send(Envelope(self.sender, lead.email, data, utf8))
-        except AccountRefused as exc:
-            self.store.release(claim, str(exc), self.clock())
-            report.stopped = f"the SMTP server refused the account: {exc}"
-            report.errors.append(report.stopped)
-            self._log(claim, "stopped", exc.code, started, str(exc))
-            return False
-        except RecipientRefused as exc:
-            self._bounce(claim, exc, report, started)
-            return True
-        except InDoubt as exc:
-            now = self.clock()
-            following = self._next_after(claim, "unknown", now)
-            self.store.record_failed(claim, str(exc), None, now, following, outcome="unknown")
-            report.in_doubt += 1
-            self._log(claim, "unknown", None, started, str(exc))
-            return True
-        except TransientFailure as exc:
-            self._retry_or_fail(claim, exc, lead.timezone, report, started)
-            if isinstance(exc, ServerUnavailable):
-                # Every other message would meet the same closed door and spend an attempt.
-                report.stopped = f"cannot reach the SMTP server, the rest waits: {exc}"
-                report.errors.append(report.stopped)
-                return False
-            return True
+            self.transport.send(Envelope(self.sender, claim.lead.email, built.data, built.utf8))
+        except DeliveryFailure as exc:
+            return self._failed(claim, exc, report, started)
         sent_at = self.clock()
-        following = self._next_after(claim, "sent", sent_at)
+        following = self._next_after(claim, DeliveryStatus.SENT, sent_at)
         # Recorded with the next message's start (or when the run ends): one commit each.
         self._unrecorded = Sent(claim, message_id, sent_at, following)
         report.sent += 1
-        self._log(claim, "sent", 250, started)
+        self._log(claim, Outcome.SENT, 250, started)
         return True
 
-    def _settle_unsendable(self, claim: Claim, problem: str | None) -> Start:
-        """End a row with no message to send, without putting it in flight: its step was
-        removed (`None`: a worker on an older schedule planned it) or its message cannot be
-        built (`problem`: this lead's data breaks the template, so the series goes on)."""
+    def _settle_unsendable(self, claim: Claim, unsendable: Unsendable) -> Start:
+        """End a row with no message to send, without putting it in flight, so that a crash
+        now cannot leave it in doubt."""
         now = self.clock()
-        if problem is None:
-            outcome, error, following = "cancelled", STEP_REMOVED, None
-        else:
-            outcome, error, following = "failed", problem, self._next_after(claim, "failed", now)
-        return self.store.settle_unsent(claim, now, self._unrecorded, outcome, error, following)
+        following = None
+        if unsendable.outcome is DeliveryStatus.FAILED:
+            following = self._next_after(claim, DeliveryStatus.FAILED, now)
+        return self.store.queue.settle_unsent(
+            claim, now, self._unrecorded, unsendable.outcome, unsendable.reason, following
+        )
+
+    def _ended_unsent(
+        self, claim: Claim, unsendable: Unsendable, report: RunReport, started: float
+    ) -> None:
+        self._log(claim, Outcome(unsendable.outcome), None, started, unsendable.reason)
+        if unsendable.outcome is DeliveryStatus.FAILED:
+            report.failed += 1
+            report.errors.append(f"{claim.lead.email}: {unsendable.reason}")
+            return
+        report.cancelled += 1
+        # Plan the real next step, or the lead would wait forever for the removed one.
+        self.replan_lead(claim.lead_id, self.clock())
+
+    def _failed(
+        self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float
+    ) -> bool:
+        """Record what SMTP's refusal means for this row; False when the batch must stop."""
+        match exc:
+            case AccountRefused():
+                self.store.queue.release(claim, str(exc), self.clock())
+                report.stopped = f"the SMTP server refused the account: {exc}"
+                report.errors.append(report.stopped)
+                self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
+                return False
+            case RecipientRefused():
+                self._bounce(claim, exc, report, started)
+            case InDoubt():
+                now = self.clock()
+                following = self._next_after(claim, DeliveryStatus.UNKNOWN, now)
+                self.store.queue.record_failed(
+                    claim, str(exc), None, now, following, outcome=DeliveryStatus.UNKNOWN
+                )
+                report.in_doubt += 1
+                self._log(claim, Outcome.UNKNOWN, None, started, str(exc))
+            case TransientFailure():
+                self._retry_or_fail(claim, exc, report, started)
+                if isinstance(exc, ServerUnavailable):
+                    # Every other message would meet the same closed door, spending an attempt.
+                    report.stopped = f"cannot reach the SMTP server, the rest waits: {exc}"
+                    report.errors.append(report.stopped)
+                    return False
+        return True
 
     def _bounce(
         self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float
     ) -> None:
         now = self.clock()
-        self.store.record_failed(claim, str(exc), exc.code, now, None)
-        self.store.set_lead_status(claim.lead_id, "bounced", str(exc), now)
+        self.store.queue.record_failed(claim, str(exc), exc.code, now, None)
+        self.store.leads.set_lead_status(claim.lead_id, LeadStatus.BOUNCED, str(exc), now)
         report.bounced += 1
         report.failed += 1
-        self._log(claim, "bounced", exc.code, started, str(exc))
+        self._log(claim, Outcome.BOUNCED, exc.code, started, str(exc))
 
     def _retry_or_fail(
-        self,
-        claim: Claim,
-        exc: TransientFailure,
-        timezone: str | None,
-        report: RunReport,
-        started: float,
+        self, claim: Claim, exc: TransientFailure, report: RunReport, started: float
     ) -> None:
         now = self.clock()
         if claim.attempts < self.schedule.retry.attempts:
@@ -388,24 +440,29 @@ class Dispatcher:
             retry_at = next_opening(
                 now + backoff(claim.attempts, self.schedule, self.rng),
                 self.schedule.send_window,
-                lead_zone(self.schedule, timezone),
+                lead_zone(self.schedule, claim.lead.timezone),
             )
-            self.store.record_retry(claim, str(exc), exc.code, retry_at, now)
+            self.store.queue.record_retry(claim, str(exc), exc.code, retry_at, now)
             report.retried += 1
-            self._log(claim, "retry", exc.code, started, str(exc))
+            self._log(claim, Outcome.RETRY, exc.code, started, str(exc))
             return
-        self.store.record_failed(
+        self.store.queue.record_failed(
             claim,
             f"gave up after {claim.attempts} attempts: {exc}",
             exc.code,
             now,
-            self._next_after(claim, "failed", now),
+            self._next_after(claim, DeliveryStatus.FAILED, now),
         )
         report.failed += 1
-        self._log(claim, "failed", exc.code, started, str(exc))
+        self._log(claim, Outcome.FAILED, exc.code, started, str(exc))
 
     def _log(
-        self, claim: Claim, outcome: str, code: int | None, started: float, error: str | None = None
+        self,
+        claim: Claim,
+        outcome: Outcome,
+        code: int | None,
+        started: float,
+        error: str | None = None,
     ) -> None:
         level = _LOG_LEVELS.get(outcome, logging.WARNING)
         if not log.isEnabledFor(level):

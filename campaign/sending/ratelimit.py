@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from campaign.config.schedule import RateLimit
-from campaign.store.queue import Store
+from campaign.store import Store
 
 MAX_WAIT = 5.0  # seconds; a slower `per_second` pauses the run instead of blocking it
 PACE_KEY = "rate_limit.per_second.next_slot"
@@ -52,7 +52,7 @@ class RateLimiter:
         for name, window in BUDGETS:
             budget = getattr(limits, name)
             if budget is not None:
-                used = self.store.sent_since(now - window)
+                used = self.store.reads.sent_since(now - window)
                 if used >= budget:
                     return f"rate limit {name}: {budget} reached ({used} sent), the rest waits"
         if limits.per_second is not None:
@@ -62,7 +62,7 @@ class RateLimiter:
     def _pace(self, per_second: float) -> str | None:
         with self._turn:
             current = self.wall()
-            slot = self.store.book_slot(PACE_KEY, 1.0 / per_second, current, MAX_WAIT)
+            slot = self.store.meta.book_slot(PACE_KEY, 1.0 / per_second, current, MAX_WAIT)
             wait = slot - current
             if wait > MAX_WAIT:
                 return f"rate limit per_second: next message allowed in {wait:.0f} s"

@@ -21,21 +21,19 @@ from pathlib import Path
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
+from campaign.config import settings
 from campaign.config.schedule import ScheduleError, load_schedule
 from campaign.config.settings import SmtpSettings
+from campaign.model import Clock, utc_now
 from campaign.rendering.links import LinkSigner
-from campaign.rendering.renderer import Renderer, TemplateProblem, templates_digest
-from campaign.sending.dispatcher import Clock, Dispatcher, RunReport
+from campaign.rendering.renderer import Renderer, TemplateProblem, series_version
+from campaign.sending.dispatcher import Dispatcher, RunReport
 from campaign.sending.pool import send_pooled
 from campaign.sending.ratelimit import RateLimiter
 from campaign.sending.transport import SmtpTransport
-from campaign.store.queue import Store
+from campaign.store import Store
 
 log = logging.getLogger("campaign.sending.runner")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def worker_name() -> str:
@@ -53,8 +51,19 @@ class Engine:
     clock: Clock = utc_now
     worker: str = field(default_factory=worker_name)
     _renderer: Renderer | None = None
-    _fingerprint: tuple[str, str] | None = None
     _limiter: RateLimiter | None = None  # one per process: its connections take turns
+
+    @classmethod
+    def from_env(cls, schedule_path: Path, store: Store, clock: Clock = utc_now) -> Engine:
+        """The engine as deployed: SMTP and links from the environment. Its links must stay
+        valid after a restart, so a missing signing key stops it instead of a throwaway one."""
+        return cls(
+            schedule_path,
+            store,
+            SmtpSettings.from_env(),
+            LinkSigner(settings.base_url(), settings.secret_key(required=True)),
+            clock=clock,
+        )
 
     def renderer(self) -> Renderer:
         """The current schedule and templates, compiled; raises if either is invalid.
@@ -63,11 +72,10 @@ class Engine:
         and the previous version is not silently kept either.
         """
         loaded = load_schedule(self.schedule_path)
-        fingerprint = (loaded.source_digest, templates_digest(loaded.templates_dir))
-        if self._renderer is None or fingerprint != self._fingerprint:
+        if self._renderer is None or series_version(loaded) != self._renderer.version:
             renderer = Renderer(loaded)
             renderer.compile_all()
-            self._renderer, self._fingerprint = renderer, fingerprint
+            self._renderer = renderer
         return self._renderer
 
     def dispatcher(self, transport: SmtpTransport) -> Dispatcher:

@@ -16,8 +16,12 @@ import functools
 import smtplib
 import ssl
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from campaign.config.settings import SmtpSettings
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 
 class DeliveryFailure(Exception):
@@ -63,31 +67,27 @@ def tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-class _HandOver:
+class _Smtp(smtplib.SMTP):
     """smtplib's DATA, noting the moment the whole message (up to the final dot) has been
     handed to the server: a failure before it means "not delivered", after it "in doubt"."""
 
     handed_over = False  # reset by the transport before each message
 
-    def data(self, msg: bytes) -> tuple[int, bytes]:  # the same steps as smtplib.SMTP.data
-        smtp: smtplib.SMTP = self  # type: ignore[assignment]
-        smtp.putcmd("data")
-        code, reply = smtp.getreply()
+    def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:  # as smtplib.SMTP.data
+        self.putcmd("data")
+        code, reply = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
-        body = dot_stuffed(msg)
+        # `sendmail` hands over bytes already; `bytes()` of bytes is the same object.
+        body = dot_stuffed(msg.encode("ascii") if isinstance(msg, str) else bytes(msg))
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        smtp.send(body + b".\r\n")
+        self.send(body + b".\r\n")
         self.handed_over = True
-        return smtp.getreply()
+        return self.getreply()
 
 
-class _Smtp(_HandOver, smtplib.SMTP):
-    pass
-
-
-class _SmtpSsl(_HandOver, smtplib.SMTP_SSL):
+class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
     pass
 
 
@@ -144,7 +144,7 @@ class SmtpTransport:
             raise kind(
                 f"SMTP server greeted with {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code
             ) from exc
-        except (OSError, smtplib.SMTPException) as exc:
+        except OSError as exc:  # refused, unreachable, timed out, disconnected
             raise ServerUnavailable(f"cannot connect to {s.host}:{s.port}: {exc}") from exc
         if s.user and s.password:
             try:
@@ -215,15 +215,12 @@ class SmtpTransport:
             raise TransientFailure(
                 f"server answered {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code
             ) from exc
-        except OSError as exc:  # disconnected, reset, timed out (smtplib's errors are OSErrors)
+        except OSError as exc:  # disconnected, reset, timed out: every smtplib error is an OSError
             self.close()
             reason = str(exc) or type(exc).__name__
             if smtp.handed_over:
                 raise InDoubt(f"no answer once the whole message was sent: {reason}") from exc
             raise TransientFailure(f"connection lost: {reason}") from exc
-        except smtplib.SMTPException as exc:
-            self.close()
-            raise TransientFailure(f"SMTP error: {exc}") from exc
         if refused:
             code, reply = refused[envelope.recipient]
             raise self._recipient_failure(code, reply, "RCPT")
@@ -236,7 +233,7 @@ class SmtpTransport:
         try:  # smtplib leaves the transaction open after a refusal
             if self._smtp is not None:
                 self._smtp.rset()
-        except (smtplib.SMTPException, OSError):
+        except OSError:
             self.close()
 
     @staticmethod
@@ -255,5 +252,5 @@ class SmtpTransport:
         smtp, self._smtp = self._smtp, None
         try:
             smtp.quit()
-        except (smtplib.SMTPException, OSError):
+        except OSError:
             self._drop(smtp)

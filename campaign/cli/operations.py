@@ -1,0 +1,142 @@
+"""The operator's commands: `status`, the `web` service, the local `catcher` and the `demo`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import click
+from rich.table import Table
+
+from campaign.cli.app import AppContext, command, console, errors, main, open_store
+from campaign.config import settings
+from campaign.devtools.catcher import Catcher, CatchHandler, Caught
+from campaign.devtools.demo import Delivered, run_demo
+from campaign.model import utc_now
+from campaign.monitoring.status import STATUS_COLUMNS, campaign_status
+from campaign.sending.runner import Engine
+
+
+@command(main, "status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(app: AppContext, as_json: bool) -> None:
+    """Per step: sent, pending, failed, unknown, clicked, converted; and leads by status."""
+    loaded = app.load()
+    store = open_store(app)
+    snapshot = campaign_status(store, loaded.schedule)
+    if as_json:
+        click.echo(json.dumps(snapshot, indent=2, default=str))
+        return
+    table = Table(title=f"{loaded.schedule.campaign.name} ({loaded.schedule.campaign.id})")
+    table.add_column("step")
+    for column in STATUS_COLUMNS:
+        table.add_column(column, justify="right")
+    for row in snapshot["steps"]:
+        table.add_row(row["step"], *(str(row[c]) for c in STATUS_COLUMNS))
+    console.print(table)
+    console.print("leads: " + ", ".join(f"{k} {v}" for k, v in snapshot["leads"].items()))
+    for item in snapshot["unknown"]:
+        errors.print(
+            f"[yellow]in doubt[/] delivery {item['id']} to {item['email']} "
+            f"({item['step_id']}), claimed {item['claimed_at']}: not resent",
+            highlight=False,
+        )
+
+
+@command(main, "catcher")
+@click.option("--port", type=int, default=1025, show_default=True)
+@click.option(
+    "--maildir",
+    type=click.Path(path_type=Path),
+    default=Path("outbox"),
+    show_default=True,
+    help="Where accepted messages are stored (Maildir).",
+)
+def catcher_command(app: AppContext, port: int, maildir: Path) -> None:
+    """A local SMTP server on 127.0.0.1 that keeps every message: try the engine safely."""
+
+    def show(item: Caught) -> None:
+        message = item.message
+        console.print(
+            f"{datetime.now():%H:%M:%S} to {', '.join(item.recipients)}: {message['Subject']}",
+            highlight=False,
+        )
+
+    with Catcher(CatchHandler(maildir=maildir, on_message=show), port=port) as catcher:
+        console.print(f"catching mail on 127.0.0.1:{catcher.port} into {maildir}/ (Ctrl-C to stop)")
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+
+
+def local_time(item: Delivered) -> str:
+    return item.at.astimezone(ZoneInfo(item.zone)).strftime("%a %d %b %H:%M %Z")
+
+
+@command(main, "demo")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("demo-out"),
+    show_default=True,
+    help="Folder for the demo database and the caught emails.",
+)
+def demo(app: AppContext, out: Path) -> None:
+    """Replay the whole series for sample leads through real SMTP, in seconds."""
+    app.renderer()
+    table = Table(title="Every email, as the local SMTP catcher received it")
+    for column in ("#", "sent (UTC)", "lead's local time", "to", "subject"):
+        table.add_column(column)
+    delivered = run_demo(app.schedule_path, out)
+    for number, item in enumerate(delivered, 1):
+        table.add_row(
+            str(number), f"{item.at:%a %d %b %H:%M}", local_time(item), item.email, item.subject
+        )
+    console.print(table)
+    console.print(
+        f"{len(delivered)} emails delivered over real SMTP to a local catcher.\n"
+        f"Open them: [bold]{out / 'emails'}/[/] (.eml files open in any mail app); "
+        f"Maildir: {out / 'maildir'}; database: {out / 'demo.db'}.\n"
+        "Next: python run.py preview, python run.py --help"
+    )
+
+
+@command(main, "web")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
+def web(app: AppContext, host: str, port: int) -> None:
+    """Serve signups, unsubscribe, click and booking links (emails point at CAMPAIGN_BASE_URL)."""
+    from campaign.web.app import (  # only this command needs the web stack
+        create_app,
+        serve,
+        smtp_mailer,
+    )
+
+    app.renderer()
+    store = open_store(app)
+    engine = Engine.from_env(app.schedule_path, store)
+    token = settings.api_token()
+    if not engine.signer.base_url.startswith("https://"):
+        errors.print(
+            f"[yellow]warning:[/] CAMPAIGN_BASE_URL is {engine.signer.base_url}; "
+            "mailbox providers offer one-click unsubscribe only for https links",
+            highlight=False,
+        )
+    if token is None:
+        errors.print(
+            "[yellow]warning:[/] CAMPAIGN_API_TOKEN is not set; POST /leads and "
+            "POST /leads/EMAIL/converted answer 503",
+            highlight=False,
+        )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(
+        create_app(store, engine.renderer, engine.signer, token, utc_now, smtp_mailer(engine.smtp)),
+        host,
+        port,
+    )

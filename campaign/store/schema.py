@@ -1,0 +1,169 @@
+"""The tables, their indexes, and the one migration: create on first use, refuse a newer one.
+
+A delivery row is unique per (lead, campaign, step), so no step is ever planned, or sent,
+twice. Times are stored as naive UTC (`database.to_db`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
+from sqlalchemy.engine import Connection
+
+from campaign.model import NOT_HISTORY, QUEUED, DeliveryStatus, LeadStatus
+from campaign.store.database import Database, StoreError
+
+SCHEMA_VERSION = 1
+MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
+VERSION_KEY = "schema_version"
+
+# The status groups as column values, in the enum's order so that a statement's text is the
+# same in every process.
+QUEUED_STATUSES = tuple(s for s in DeliveryStatus if s in QUEUED)
+NOT_HISTORY_STATUSES = tuple(s for s in DeliveryStatus if s in NOT_HISTORY)
+
+metadata = MetaData()
+Id = BigInteger().with_variant(Integer, "sqlite")  # SQLite only auto-increments INTEGER keys
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(200), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+leads = Table(
+    "leads",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("first_name", String(200), nullable=False, default=""),
+    Column("timezone", String(64), nullable=True),
+    Column("attributes", JSON, nullable=False, default=dict),
+    Column("status", String(20), nullable=False, default=LeadStatus.ACTIVE),
+    Column("status_reason", Text, nullable=True),
+    Column("status_at", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+)
+
+# `state`: active, completed (every step done) or exited (the lead left the series).
+enrollments = Table(
+    "enrollments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("enrolled_at", DateTime, nullable=False),
+    Column("state", String(20), nullable=False, default="active"),
+    UniqueConstraint("lead_id", "campaign_id", name="uq_enrollment"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("due_at", DateTime, nullable=False),
+    Column("status", String(20), nullable=False, default=DeliveryStatus.PENDING),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text, nullable=True),
+    Column("smtp_code", Integer, nullable=True),
+    Column("message_id", String(255), nullable=True),
+    Column("claimed_at", DateTime, nullable=True),
+    Column("claimed_by", String(100), nullable=True),
+    Column("sent_at", DateTime, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
+    UniqueConstraint("lead_id", "campaign_id", "step_id", name="uq_delivery"),
+    # The queue: only pending rows, in claim order, so finding the next due delivery stays one
+    # short index range scan however many millions of sent rows pile up beside it.
+    Index(
+        "ix_deliveries_due",
+        "campaign_id",
+        "due_at",
+        "id",
+        postgresql_where=text(f"status = '{DeliveryStatus.PENDING}'"),
+        sqlite_where=text(f"status = '{DeliveryStatus.PENDING}'"),
+    ),
+    Index("ix_deliveries_status", "status", "campaign_id"),  # leases, reports, in-doubt lists
+    Index("ix_deliveries_sent_at", "sent_at"),
+)
+
+clicks = Table(
+    "clicks",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("step_id", String(64), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("clicked_at", DateTime, nullable=False),
+    Index("ix_clicks_campaign", "campaign_id", "step_id"),
+)
+
+# At most one conversion per lead and campaign, kept even if the lead later unsubscribes, so
+# reports still credit the step that brought the booking.
+conversions = Table(
+    "conversions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("campaign_id", String(64), nullable=False),
+    Column("step_id", String(64), nullable=True),
+    Column("source", String(20), nullable=False),
+    Column("converted_at", DateTime, nullable=False),
+    UniqueConstraint("lead_id", "campaign_id", name="uq_conversion"),
+)
+
+
+def migrate(db: Database) -> None:
+    """Create the schema on first use and refuse a database from a newer version.
+
+    Workers started together on a fresh database would race to create it: PostgreSQL
+    serialises them on an advisory lock, SQLite on its write lock. Indexes added to a
+    table after it was created are added too (`create_all` skips existing tables), and
+    an index an earlier version defined on other columns under the same name is rebuilt.
+    """
+    with db.tx() as conn:
+        if not db.is_sqlite:
+            conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
+        metadata.create_all(conn)
+        _update_indexes(conn)
+        found = conn.execute(select(meta.c.value).where(meta.c.key == VERSION_KEY))
+        version = found.scalar()
+        if version is None:
+            # Only one migration runs at a time (the lock above), so nobody else adds it.
+            conn.execute(insert(meta).values(key=VERSION_KEY, value=str(SCHEMA_VERSION)))
+        elif int(version) > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database has schema version {version}, newer than this engine "
+                f"({SCHEMA_VERSION}); upgrade the engine"
+            )
+
+
+def _update_indexes(conn: Connection) -> None:
+    """Add the indexes a table lacks, and rebuild those now defined on other columns."""
+    for table in metadata.sorted_tables:
+        found = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes(table.name)}
+        for index in table.indexes:
+            if found.get(index.name, index.columns.keys()) != index.columns.keys():
+                index.drop(conn)
+            index.create(conn, checkfirst=True)
