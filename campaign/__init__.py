@@ -1,1 +1,3 @@
-"""An email nurture campaign engine: schedule, store, planner, renderer, dispatcher, transport."""
+"""An email nurture campaign engine. Each sub-package owns one part of the work; `model` and
+`planner` are the pure core every part shares.
+"""

@@ -29,6 +29,12 @@ class LeadStatus(enum.StrEnum):
     CONVERTED = "converted"
 
 
+class EnrollmentState(enum.StrEnum):
+    """A lead's place in one series, apart from the lead's own status."""
+
+    ACTIVE = "active"
+
+
 class DeliveryStatus(enum.StrEnum):
     """A delivery's life: `pending → claimed → sending → sent`, or `failed`, `unknown`
     (in doubt after a crash, never resent), `cancelled` (the lead left first)."""

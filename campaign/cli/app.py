@@ -8,6 +8,7 @@ The commands themselves live beside this module, one module per audience, and re
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -148,6 +149,13 @@ def store_if_any(app: AppContext) -> Store | None:
     """The store when there is one, for the tools that also work without leads."""
     url = settings.database_url(app.db_url)
     return None if database_missing(url) else _open(url, create=False)
+
+
+def log_to_stderr() -> None:
+    """One log line per event for the long-running commands (`run`, `web`); aiosmtpd's
+    per-connection lines stay quiet."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @contextmanager

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import threading
 from datetime import datetime
@@ -13,7 +12,7 @@ from zoneinfo import ZoneInfo
 import click
 from rich.table import Table
 
-from campaign.cli.app import AppContext, command, console, errors, main, open_store
+from campaign.cli.app import AppContext, command, console, errors, log_to_stderr, main, open_store
 from campaign.config import settings
 from campaign.devtools.catcher import Catcher, CatchHandler, Caught
 from campaign.devtools.demo import Delivered, run_demo
@@ -134,7 +133,7 @@ def web(app: AppContext, host: str, port: int) -> None:
             "POST /leads/EMAIL/converted answer 503",
             highlight=False,
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_to_stderr()
     serve(
         create_app(store, engine.renderer, engine.signer, token, utc_now, smtp_mailer(engine.smtp)),
         host,

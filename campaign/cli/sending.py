@@ -9,7 +9,16 @@ from datetime import datetime
 
 import click
 
-from campaign.cli.app import AppContext, command, console, errors, main, now_option, open_store
+from campaign.cli.app import (
+    AppContext,
+    command,
+    console,
+    errors,
+    log_to_stderr,
+    main,
+    now_option,
+    open_store,
+)
 from campaign.model import utc_now
 from campaign.sending.dispatcher import RunReport
 from campaign.sending.runner import Engine, run_forever
@@ -55,7 +64,7 @@ def send_due(app: AppContext, at: datetime | None, max_messages: int | None) -> 
 def run_scheduler(app: AppContext, interval: float, ticks: int | None) -> None:
     """Run unattended: send what is due every tick until SIGINT/SIGTERM."""
     app.renderer()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log_to_stderr()
     store = open_store(app)
     engine = Engine.from_env(app.schedule_path, store)
 

@@ -1,0 +1,3 @@
+"""What the engine is told: the schedule file marketers edit and the settings operators set in
+the environment.
+"""

@@ -6,7 +6,6 @@ Maildir (any mail client, or `python -m mailbox`, can read it) and prints one li
 
 from __future__ import annotations
 
-import logging
 import mailbox
 import socket
 import threading
@@ -75,7 +74,6 @@ class Catcher:
         self.handler = handler or CatchHandler()
         self.host = host
         self.port = port or free_port(host)
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self._controller = Controller(
             self.handler, hostname=host, port=self.port, enable_SMTPUTF8=True, ready_timeout=10
         )

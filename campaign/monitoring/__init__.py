@@ -1,0 +1,1 @@
+"""What operators and their monitors read about a running engine."""

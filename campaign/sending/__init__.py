@@ -1,0 +1,3 @@
+"""Getting due emails out: the dispatcher, the SMTP transport, connection pools, rate limits and
+the unattended runner.
+"""

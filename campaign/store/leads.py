@@ -15,7 +15,14 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from campaign.model import DeliveryStatus, Lead, LeadStatus, NewLead, PlannedDelivery
+from campaign.model import (
+    DeliveryStatus,
+    EnrollmentState,
+    Lead,
+    LeadStatus,
+    NewLead,
+    PlannedDelivery,
+)
 from campaign.store.database import Database, from_db, to_db
 from campaign.store.schema import (
     QUEUED_STATUSES,
@@ -220,7 +227,7 @@ def _insert_leads(
                 "lead_id": ids[lead.email],
                 "campaign_id": campaign_id,
                 "enrolled_at": stamp,
-                "state": "active",
+                "state": EnrollmentState.ACTIVE,
             }
             for lead in fresh
         ],

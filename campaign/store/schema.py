@@ -27,7 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from campaign.model import NOT_HISTORY, QUEUED, DeliveryStatus, LeadStatus
+from campaign.model import NOT_HISTORY, QUEUED, DeliveryStatus, EnrollmentState, LeadStatus
 from campaign.store.database import Database, StoreError
 
 SCHEMA_VERSION = 1
@@ -71,7 +71,7 @@ enrollments = Table(
     Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
     Column("campaign_id", String(64), nullable=False),
     Column("enrolled_at", DateTime, nullable=False),
-    Column("state", String(20), nullable=False, default="active"),
+    Column("state", String(20), nullable=False, default=EnrollmentState.ACTIVE.value),
     UniqueConstraint("lead_id", "campaign_id", name="uq_enrollment"),
 )
 
