@@ -27,6 +27,9 @@ class LeadStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     CONVERTED = "converted"
+    # A second row for an address already held in other letter case, kept as history when
+    # the schema migration made addresses case-insensitive (store/schema.py); never mailed.
+    MERGED = "merged"
 
 
 class EnrollmentState(enum.StrEnum):
@@ -91,6 +94,15 @@ class Lead:
     attributes: dict[str, str]
     status: LeadStatus
     created_at: datetime
+
+
+def address_key(email: str) -> str:
+    """What makes two addresses the same lead: letter case does not count.
+
+    `Ana@example.com` and `ana@example.com` reach the same mailbox at every provider that
+    matters, so they are one lead, mailed once; the address itself is kept as first typed.
+    """
+    return email.lower()
 
 
 @dataclass(frozen=True)

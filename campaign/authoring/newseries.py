@@ -499,6 +499,7 @@ def _settings(base: Schedule, campaign_id: str) -> dict:
             "attempts": base.retry.attempts,
             "first_delay": format_delay(base.retry.first_delay),
             "max_delay": format_delay(base.retry.max_delay),
+            "max_age": format_delay(base.retry.max_age),
         },
         "utm": utm,
     }

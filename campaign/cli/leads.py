@@ -1,16 +1,19 @@
-"""`leads add` and `leads import`: how leads arrive from the command line."""
+"""`leads add` and `leads import`: how leads arrive from the command line; `leads reactivate`:
+leads bounced by mistake come back."""
 
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from campaign.cli.app import AppContext, command, console, errors, main, open_store
+from campaign.cli.app import AppContext, command, console, errors, main, now_option, open_store
 from campaign.leads.intake import LeadError, add_lead, import_csv, parse_lead
 from campaign.model import utc_now
+from campaign.sending.reactivation import reactivate
 
 
 @main.group("leads")
@@ -90,3 +93,32 @@ def leads_import(app: AppContext, file: Path) -> None:
         sys.exit(2)
     if report.rejected:
         sys.exit(1)
+
+
+@command(leads_group, "reactivate")
+@click.argument("emails", nargs=-1)
+@click.option(
+    "--run",
+    "run_id",
+    default=None,
+    help="Every lead this run bounced (send-due names it when it stops).",
+)
+@now_option("Plan the step sent again as if at this moment")
+def leads_reactivate(
+    app: AppContext, emails: tuple[str, ...], run_id: str | None, at: datetime | None
+) -> None:
+    """Undo bounces the sender caused: the leads are active again and the step that bounced
+    is sent again. Name the leads, or the run that bounced them."""
+    if bool(emails) == bool(run_id):
+        errors.print("[bold red]name the leads or give --run, not both or neither[/]")
+        sys.exit(2)
+    loaded = app.load()
+    store = open_store(app)
+    done = reactivate(store, loaded.schedule, at or utc_now(), emails, run_id)
+    if not done:
+        errors.print("no bounced lead matches: nothing changed", highlight=False)
+        sys.exit(1)
+    console.print(f"reactivated {len(done)} lead(s): {', '.join(done)}", highlight=False)
+    missed = sorted({e.lower() for e in emails} - {e.lower() for e in done})
+    if missed:
+        errors.print(f"not bounced, left as they are: {', '.join(missed)}", highlight=False)

@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from campaign.cli.app import AppContext, command, console, errors, log_to_stderr, main, open_store
@@ -39,6 +40,14 @@ def status(app: AppContext, as_json: bool) -> None:
         table.add_row(row["step"], *(str(row[c]) for c in STATUS_COLUMNS))
     console.print(table)
     console.print("leads: " + ", ".join(f"{k} {v}" for k, v in snapshot["leads"].items()))
+    sender = snapshot["sender"]
+    if sender["state"] != "ok":
+        errors.print(
+            f"[yellow]sender backing off[/]: the SMTP server failed {sender['failures']} "
+            f"time(s) in a row since {sender['since']}; next try after {sender['until']}: "
+            f"{escape(sender['reason'])}",
+            highlight=False,
+        )
     for item in snapshot["unknown"]:
         errors.print(
             f"[yellow]in doubt[/] delivery {item['id']} to {item['email']} "

@@ -221,6 +221,9 @@ class Retry(_Model):
     attempts: Annotated[int, Field(ge=1, le=20)] = 6
     first_delay: Delay = timedelta(minutes=1)
     max_delay: Delay = timedelta(hours=6)
+    # While the relay itself fails no attempt is spent; like an MTA's queue lifetime, a
+    # message that has waited this long since it was due then fails instead.
+    max_age: Delay = timedelta(days=5)
 
 
 class Step(_Model):

@@ -20,7 +20,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from campaign.config.schedule import Schedule
-from campaign.model import LeadState, LeadStatus, NewLead, PlannedDelivery
+from campaign.model import LeadState, LeadStatus, NewLead, PlannedDelivery, address_key
 from campaign.planner import next_delivery, plan_fingerprint, plan_key
 from campaign.store import Store
 
@@ -147,20 +147,86 @@ class ImportReport:
     fatal: str | None = None
 
 
+_LINE_END = re.compile(r"\r\n|\r|\n")  # what the csv module ends a record on
+QUOTE_ADVICE = 'write a quote inside a field as two ("") or quote the whole field'
+
+
+class _Lines:
+    """The file's physical lines, handed to the csv reader one at a time, so that a record's
+    first line is known and reading can start again on any line.
+
+    A quote that opens a field and is never closed would make the reader take every following
+    line as part of that field; starting again on the line after the quote gives every row its
+    own outcome.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.stream = io.StringIO(text, newline="")  # splits lines as the csv module does
+        self.offset = 0  # where the next line starts
+        self.number = 1  # the number of the next line
+
+    def from_here(self) -> Iterator[str]:
+        self.stream.seek(self.offset)
+        for line in self.stream:
+            self.offset += len(line)
+            self.number += 1
+            yield line
+
+    def restart(self, offset: int, number: int) -> Iterator[list[str]]:
+        """A fresh reader from the line at `offset`, whose number is `number`."""
+        self.offset, self.number = offset, number
+        return csv.reader(self.from_here(), strict=True)
+
+
+def _quoting_problem(error: csv.Error, lines: int) -> str:
+    """What a reader's error means for the person who wrote the file."""
+    if lines > 1 or "unexpected end of data" in str(error):
+        return f"a quote opens a field here and does not close it on this row; {QUOTE_ADVICE}"
+    if "expected after" in str(error):
+        return f"a quoted field has more text after its closing quote; {QUOTE_ADVICE}"
+    return f"cannot read this row: {error}"
+
+
+def _header_columns(header: list[str]) -> list[str]:
+    """The header's names as the import uses them; two names that mean the same column would
+    silently overwrite each other's values, so the file is refused naming both."""
+    columns = [h.strip().lower().replace(" ", "_") for h in header]
+    first_seen: dict[str, int] = {}
+    for index, name in enumerate(columns):
+        if not name:
+            continue  # an unnamed column (a trailing comma) is ignored
+        if name in first_seen:
+            other = first_seen[name]
+            raise LeadError(
+                "line 1",
+                f"columns {other + 1} ({header[other].strip()[:64]!r}) and {index + 1} "
+                f"({header[index].strip()[:64]!r}) both mean {name[:64]!r}; "
+                "remove or rename one of them",
+            )
+        first_seen[name] = index
+    return columns
+
+
 def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
-    """Rows as (line number, row) or (line number, error message), never raising on bad rows."""
+    """Rows as (line number, row) or (line number, error message), never raising on bad rows.
+
+    Every line of the file ends up in a row or in a message: a quoting problem is reported on
+    the line where it starts, and reading goes on from the next line.
+    """
     raw = path.read_bytes()
     if len(raw) > MAX_FILE_BYTES:
         raise LeadError("file", f"is larger than {MAX_FILE_BYTES // 1_000_000} MB")
     text = raw.decode("utf-8-sig", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    lines = _Lines(text)
+    reader = lines.restart(0, 1)
     try:
         header = next(reader)
     except StopIteration:
         raise LeadError("file", "is empty: expected a header row with an 'email' column") from None
     except csv.Error as exc:
         raise LeadError("line 1", f"cannot read the header: {exc}") from None
-    columns = [h.strip().lower().replace(" ", "_") for h in header]
+    columns = _header_columns(header)
     if "email" not in columns:
         raise LeadError(
             "line 1",
@@ -168,15 +234,22 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
             f"(found: {', '.join(columns)[:200] or 'nothing'})",
         )
     while True:
-        line = reader.line_num + 1  # where the row starts, even if a quoted field spans lines
+        offset, line = lines.offset, lines.number  # where the row starts
         try:
             values = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            yield line, f"cannot read this row: {exc}"
+            yield line, _quoting_problem(exc, lines.number - line)
+            reader = _skip_line(lines, offset, line)
             continue
         if not any(v.strip() for v in values):
+            continue
+        if len(values) != len(columns) and lines.number - line > 1:
+            # A quoted field ran over several lines into a row that does not fit the header:
+            # the quote was a mistake, and the lines it took are rows of their own.
+            yield line, _quoting_problem(csv.Error(), lines.number - line)
+            reader = _skip_line(lines, offset, line)
             continue
         if any(_UNDECODED.search(v) for v in values):
             yield line, "is not UTF-8 text (save the file as UTF-8 and import it again)"
@@ -185,6 +258,12 @@ def read_csv(path: Path) -> Iterator[tuple[int, dict[str, str] | str]]:
             yield line, f"has {len(values)} fields but the header has {len(columns)}"
             continue
         yield line, dict(zip(columns, values, strict=True))
+
+
+def _skip_line(lines: _Lines, offset: int, number: int) -> Iterator[list[str]]:
+    """A reader that starts on the line after the one at `offset` (numbered `number`)."""
+    found = _LINE_END.search(lines.text, offset)
+    return lines.restart(found.end() if found else len(lines.text), number + 1)
 
 
 def import_csv(
@@ -228,12 +307,13 @@ def import_csv(
             except LeadError as exc:
                 report.rejected.append((line, str(exc)))
                 continue
-            if lead.email in seen:
+            key = address_key(lead.email)  # the same lead whatever the letter case
+            if key in seen:
                 report.rejected.append(
-                    (line, f"email: {lead.email} already appears on line {seen[lead.email]}")
+                    (line, f"email: {lead.email} already appears on line {seen[key]}")
                 )
                 continue
-            seen[lead.email] = line
+            seen[key] = line
             zone = lead.timezone
             if zone not in firsts:
                 firsts[zone] = first_delivery(schedule, zone, now)

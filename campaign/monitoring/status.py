@@ -1,4 +1,5 @@
-"""What the campaign has done so far, per step and per lead status, for people and monitors."""
+"""What the campaign has done so far, per step and per lead status, for people and monitors,
+and whether the sender is backing off from a failing SMTP relay."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from campaign.config.schedule import Schedule
 from campaign.model import DeliveryStatus
+from campaign.sending import breaker
 from campaign.store import Store
 
 DELIVERY_COLUMNS = tuple(status.value for status in DeliveryStatus)
@@ -32,4 +34,11 @@ def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
         "steps": steps,
         "leads": store.reads.lead_counts(),
         "unknown": store.reads.deliveries_with_status(campaign_id, DeliveryStatus.UNKNOWN),
+        "sender": sender_state(store),
     }
+
+
+def sender_state(store: Store) -> dict[str, Any]:
+    """`ok`, or the SMTP relay's failures in a row and until when the sender backs off."""
+    state = breaker.read(store)
+    return {"state": "ok"} if state is None else state.as_json()

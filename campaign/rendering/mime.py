@@ -7,10 +7,13 @@ encoded once; per message only the lead's headers are written and only the body 
 a lead's values are quoted-printable encoded (by `binascii`, in C). The output keeps the
 rules `EmailMessage(policy=SMTP)` follows: CRLF line ends, lines folded at 78 where a fold
 is possible and never over 998, non-ASCII header text as RFC 2047 encoded words (raw UTF-8
-only in an SMTPUTF8 message, whose recipient address is not ASCII), bodies quoted-printable
-in UTF-8. Anything unusual (a display name that needs quoting, a long or non-ASCII subject)
-goes through the email package's own folding, so the
-fast path only ever handles text that needs no encoding at all.
+only in an SMTPUTF8 message, whose recipient's local part is not ASCII), bodies quoted-printable
+in UTF-8. The fast path only handles text that needs no quoting or encoding at all.
+
+Lead text (the name in To, a subject that prints it) is never handed to the email package:
+it decodes anything shaped like an encoded word (`=?utf-8?q?x=40evil=2Eexample=2C?=`) and
+writes out what it says, so a name became a second address once folded. Here such text is
+quoted or encoded itself, and reads back exactly as typed, one name and one address.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.policy import SMTP, SMTPUTF8
+
+import idna
 
 MAX_LINE = 78  # RFC 5322's "should"; 998 is the "must"
 MAX_HARD_LINE = 998
@@ -32,6 +36,19 @@ _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_%+\-]+(\.[A-Za-z0-9_%+\-]+)*@[A-Za-z0-9\-]+(\.[A-Za-z0-9\-]+)*\Z"
 )
 _PLAIN_PHRASE = re.compile(rf"{_ATOM}( {_ATOM})*\Z")
+_ATOM_WORD = re.compile(rf"{_ATOM}\Z")
+_PRINTABLE_WORD = re.compile(r"[!-~]+\Z")  # any word of visible ASCII, in free text
+# An address as the intake accepts it: a dot-atom local part (non-ASCII letters only in an
+# SMTPUTF8 message) at a domain of labels; no quoting, comments, spaces or second address.
+_ADDR_ATEXT = r"(?:[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]|[^\x00-\x7f\s])+"
+_LABEL = r"(?:[A-Za-z0-9\-]|[^\x00-\x7f\s])+"
+_ADDR_SPEC = re.compile(rf"{_ADDR_ATEXT}(?:\.{_ADDR_ATEXT})*@{_LABEL}(?:\.{_LABEL})*\Z")
+# Q encoding in a phrase keeps only these as they are (RFC 2047 5(3)); `=` and `?` never.
+_Q_PLAIN = re.compile(r"[A-Za-z0-9!*+\-/]")
+# The longest word written as is, and the longest encoded word: either fits on the first
+# line of a Subject, so a fold is always possible before it (an encoded word may be 75).
+_LONGEST_WORD = MAX_LINE - len("Subject: ")
+_Q_PAYLOAD = _LONGEST_WORD - len("=?utf-8?q??=")
 
 
 @dataclass(frozen=True)
@@ -51,8 +68,83 @@ def _fold(name: str, value: object, utf8: bool) -> bytes:
     return policy.fold_binary(name, policy.header_factory(name, value))
 
 
+def _q_chars(char: str) -> str:
+    """One character in RFC 2047's Q encoding, limited to what a phrase allows as is."""
+    if char == " ":
+        return "_"
+    if _Q_PLAIN.match(char):
+        return char
+    return "".join(f"={byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _encoded_words(text: str) -> list[str]:
+    """`text` as UTF-8 Q encoded words that fit a line, split after a space where possible.
+
+    A reader decodes them to exactly `text` and never reads what is inside as anything but
+    text: lead text that itself looks like an encoded word or an address is encoded too.
+    Readers drop the space between two encoded words (RFC 2047), except the standard
+    library's address parser, which keeps it: a split after a space costs it only a double
+    space, where a split inside a word would break the word.
+    """
+    words: list[str] = []
+    payload = ""
+    for piece in re.findall(r"[^ ]* ?", text)[:-1]:  # each word with the space after it
+        encoded = "".join(map(_q_chars, piece))
+        if payload and len(payload) + len(encoded) > _Q_PAYLOAD:
+            words.append(f"=?utf-8?q?{payload}?=")
+            payload = ""
+        if len(encoded) <= _Q_PAYLOAD:
+            payload += encoded
+            continue
+        for char in piece:  # a word longer than a line: split between its characters
+            encoded = _q_chars(char)
+            if payload and len(payload) + len(encoded) > _Q_PAYLOAD:
+                words.append(f"=?utf-8?q?{payload}?=")
+                payload = ""
+            payload += encoded
+    if payload:
+        words.append(f"=?utf-8?q?{payload}?=")
+    return words
+
+
+def _words(text: str, plain: re.Pattern[str]) -> list[str]:
+    """Header words for `text`: words that `plain` matches as they are, every run of others as
+    encoded words. The space between an encoded word and a plain one is kept by readers,
+    the space between two encoded words is not, so a run is encoded with its spaces inside."""
+    if text != " ".join(text.split()):  # spaces a fold could not keep as they are
+        return _encoded_words(text)
+    tokens: list[str] = []
+    run: list[str] = []
+    for word in text.split(" "):
+        if plain.match(word) and "=?" not in word and len(word) <= _LONGEST_WORD:
+            if run:
+                tokens += _encoded_words(" ".join(run))
+                run = []
+            tokens.append(word)
+        else:
+            run.append(word)
+    if run:
+        tokens += _encoded_words(" ".join(run))
+    return tokens
+
+
+def _folded(name: str, tokens: Sequence[str], utf8: bool) -> bytes:
+    """`name: ` and the tokens separated by spaces, a line broken before a token that would
+    take it past 78 characters; a single token longer than that stays whole."""
+    lines = [f"{name}:"]
+    for token_ in tokens:
+        if len(lines[-1]) + 1 + len(token_) > MAX_LINE and lines[-1] != f"{name}:":
+            lines.append("")
+        lines[-1] += " " + token_
+    if max(len(line.encode("utf-8")) for line in lines) > MAX_HARD_LINE:
+        raise ValueError(f"{name}: a word is longer than an SMTP line may be")
+    return "\r\n".join(lines).encode("utf-8" if utf8 else "ascii") + b"\r\n"
+
+
 def unstructured(name: str, value: str, utf8: bool = False) -> bytes:
-    """A header of free text (Subject): short plain ASCII as is, the rest folded and encoded."""
+    """A header of free text (Subject): plain ASCII words as they are, the rest as encoded
+    words; text that looks like an encoded word is encoded too, so it reads back as typed.
+    (The email package would decode it first and write what it says.)"""
     line = f"{name}: {value}"
     if (
         len(line) <= MAX_LINE
@@ -62,21 +154,94 @@ def unstructured(name: str, value: str, utf8: bool = False) -> bytes:
         and value == value.strip()
     ):
         return line.encode("ascii") + b"\r\n"
-    return _fold(name, value, utf8)
+    return _folded(name, _words(value, _PRINTABLE_WORD), False)
+
+
+def _quoted(words: Sequence[str]) -> list[str]:
+    """Words in quoted strings of at most a line each (a fold inside one is read back as a
+    line break by some parsers), `=` escaped so that no parser takes `=?...?=` inside for
+    an encoded word (the standard library's does)."""
+    strings: list[str] = []
+    for word in words:
+        word = re.sub(r'([\\"=])', r"\\\1", word)
+        if strings and len(strings[-1]) + len(word) + 2 <= _LONGEST_WORD:
+            strings[-1] = strings[-1][:-1] + f' {word}"'
+        else:
+            strings.append(f'"{word}"')
+    return strings
+
+
+def _phrase(display_name: str, utf8: bool) -> list[str]:
+    """A display name as header words that a reader takes for exactly this name and nothing
+    else: atoms as they are, other words in quoted strings, and non-ASCII ones as encoded
+    words (raw UTF-8 in an SMTPUTF8 message). Never the email package, which decodes
+    `=?...?=` in a name and writes out the result: a name like
+    `=?utf-8?q?x=40evil=2Eexample=2C?= Ann` became a second address once folded."""
+    words = display_name.split()
+    if " ".join(words) != display_name or _CONTROL.search(display_name):
+        return _encoded_words(display_name)  # never the case for the renderer's names
+    if display_name.isascii() and not _PLAIN_PHRASE.match(display_name):
+        whole = _quoted([display_name])  # `"Dr. Who"`, as the email package writes it
+        if len(whole[0]) <= _LONGEST_WORD:
+            return whole
+    tokens: list[str] = []
+    run: list[str] = []
+    run_encoded = False
+    for word in [*words, ""]:
+        atom = bool(word) and _ATOM_WORD.match(word) is not None and "=?" not in word
+        encoded = not (utf8 or word.isascii())
+        if run and (atom or not word or encoded != run_encoded):
+            tokens += _encoded_words(" ".join(run)) if run_encoded else _quoted(run)
+            run = []
+        if atom:
+            tokens.append(word)
+        elif word:
+            run.append(word)
+            run_encoded = encoded
+    return tokens
 
 
 def address(name: str, display_name: str, addr_spec: str, utf8: bool = False) -> bytes:
-    """An address header (To); raises ValueError for an address the email package refuses."""
-    if _PLAIN_ADDRESS.match(addr_spec) and (not display_name or _PLAIN_PHRASE.match(display_name)):
+    """An address header (To) with exactly one address; raises ValueError for an address
+    that is not a plain `local@domain`, or not ASCII in a message without SMTPUTF8."""
+    if (
+        _PLAIN_ADDRESS.match(addr_spec)
+        and (not display_name or _PLAIN_PHRASE.match(display_name))
+        and "=?" not in display_name
+    ):
         line = f"{name}: {display_name} <{addr_spec}>" if display_name else f"{name}: {addr_spec}"
         if len(line) <= MAX_LINE:
             return line.encode("ascii") + b"\r\n"
-    if addr_spec.isascii():
-        value = Address(display_name=display_name, addr_spec=addr_spec)
-    else:  # the email package's parser refuses a non-ASCII local part, which SMTPUTF8 allows
-        local, _, domain = addr_spec.rpartition("@")
-        value = Address(display_name=display_name, username=local, domain=domain)
-    return _fold(name, value, utf8)
+    if not _ADDR_SPEC.match(addr_spec):
+        raise ValueError(f"{name}: {addr_spec[:80]!r} is not a plain email address")
+    if not utf8 and not addr_spec.isascii():
+        raise ValueError(f"{name}: {addr_spec[:80]!r} needs an SMTPUTF8 message")
+    tokens = _phrase(display_name, utf8)
+    return _folded(name, [*tokens, f"<{addr_spec}>"] if tokens else [addr_spec], utf8)
+
+
+@dataclass(frozen=True)
+class WireAddress:
+    """An address as SMTP and the To header carry it."""
+
+    address: str
+    utf8: bool  # the local part is not ASCII: only an SMTPUTF8 session can carry it
+
+
+def wire_address(address: str) -> WireAddress:
+    """The domain in its ASCII form (IDNA) whenever the local part is ASCII, so that no
+    SMTPUTF8 is needed: many relays do not offer it. A lead list keeps `bücher.example` as
+    typed or normalised; the relay gets `xn--bcher-kva.example`, the same domain."""
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return WireAddress(address, True)
+    if domain.isascii():
+        return WireAddress(address, False)
+    try:
+        ascii_domain = idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError:  # not a domain IDNA can write in ASCII: only SMTPUTF8 carries it
+        return WireAddress(address, True)
+    return WireAddress(f"{local}@{ascii_domain}", False)
 
 
 def token(name: str, value: str) -> bytes:

@@ -511,9 +511,10 @@ class Renderer:
         message_id: str | None,
     ) -> MimeMessage:
         """Only the lead's own headers are encoded here; the rest is the step's skeleton."""
-        utf8 = not lead.email.isascii()  # an internationalised address needs SMTPUTF8
+        recipient = mime.wire_address(lead.email)  # SMTPUTF8 only for a non-ASCII local part
+        utf8 = recipient.utf8
         headers = [
-            mime.address("To", " ".join(lead.first_name.split()), lead.email, utf8),
+            mime.address("To", " ".join(lead.first_name.split()), recipient.address, utf8),
             mime.unstructured("Subject", subject, utf8),
             mime.token("Date", format_datetime(now)),
             mime.token(

@@ -15,14 +15,15 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
-from campaign.config.schedule import Schedule
+from campaign.config.schedule import Schedule, format_delay
 from campaign.model import (
     Attempt,
     Claim,
@@ -38,6 +39,7 @@ from campaign.model import (
 from campaign.planner import lead_zone, next_delivery, next_opening, plan_fingerprint, plan_key
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
+from campaign.sending.breaker import Breaker
 from campaign.sending.ratelimit import RateLimiter
 from campaign.sending.transport import (
     AccountRefused,
@@ -48,14 +50,22 @@ from campaign.sending.transport import (
     ServerUnavailable,
     SmtpTransport,
     TransientFailure,
+    Unsupported,
 )
 from campaign.store import DatabaseError, Store
+from campaign.store.queue import Plan
 
 log = logging.getLogger("campaign.sending.dispatcher")
 DEFAULT_LEASE = timedelta(minutes=10)
 # Rows a connection takes from the queue in one transaction: enough to pay for the reads
 # many times over, few enough that a stopped run hands little back.
 RESERVATION = 16
+# Messages in a row left in doubt (sent to their end, no answer) after which a connection
+# stops: the server is failing, and each further message would be one more in doubt.
+IN_DOUBT_STREAK = 3
+# Different recipients in a row refused with the same permanent answer after which the
+# refusal is taken for the sender's (a relay denying relaying, a blocked account), not theirs.
+SAME_REFUSAL_STREAK = 3
 STEP_REMOVED = "step removed from the schedule"
 
 
@@ -109,10 +119,21 @@ class RunReport:
     stopped: str | None = None
     paused: str | None = None  # a rate limit ended the run early; not an error
     errors: list[str] = field(default_factory=list)
+    run_id: str | None = None  # tags the leads this run bounced, to reactivate them together
 
     @property
     def ok(self) -> bool:
         return self.stopped is None
+
+
+def new_run_id(now: datetime, rng: random.Random) -> str:
+    """A short name for one run: its start and a random part, as operators will type it."""
+    return f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{rng.getrandbits(24):06x}"
+
+
+def bounce_tag(run_id: str) -> str:
+    """What a bounced lead's status reason ends with, naming the run that bounced it."""
+    return f"(run {run_id})"
 
 
 def backoff(attempt: int, schedule: Schedule, rng: random.Random) -> timedelta:
@@ -142,6 +163,22 @@ def _state(
     return LeadState(enrolled_at, lead.timezone, LeadStatus(lead.status), history)
 
 
+def lead_plan(schedule: Schedule, lead: Lead | None, status: LeadStatus | None = None) -> Plan:
+    """What the store calls to plan a lead's next step from its enrollment and history,
+    inside the transaction that replaces the lead's queued step (`status`: as if the lead
+    had this status, for a change the same transaction makes)."""
+
+    def plan(
+        enrolled_at: datetime, history: Iterable[tuple[str, str, datetime]]
+    ) -> PlannedDelivery | None:
+        state = _state(enrolled_at, lead, history, None)
+        if status is not None:
+            state = replace(state, status=status)
+        return next_delivery(schedule, state)
+
+    return plan
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -156,6 +193,8 @@ class Dispatcher:
         rng: random.Random | None = None,
         limiter: RateLimiter | None = None,
         reservation: int = RESERVATION,
+        run_id: str | None = None,
+        breaker: Breaker | None = None,
     ):
         self.store = store
         self.renderer = renderer
@@ -172,6 +211,11 @@ class Dispatcher:
         self.reservation = reservation
         self._reserved: deque[Claim] = deque()  # this connection's, in sending order
         self._unrecorded: Sent | None = None  # accepted by SMTP, recorded with the next start
+        self._in_doubt_streak = 0  # messages in a row this connection left in doubt
+        # The last permanent refusal (its words, the recipient left out) and whom it refused.
+        self._refusal: tuple[str, set[str]] | None = None
+        self.run_id = run_id or new_run_id(clock(), random.Random())
+        self.breaker = breaker or Breaker(store)
         limits = self.schedule.rate_limit
         self._paced = any((limits.per_second, limits.per_minute, limits.per_hour))
 
@@ -188,13 +232,7 @@ class Dispatcher:
         return next_delivery(self.schedule, state.with_attempt(claim.step_id, outcome, at))
 
     def replan_lead(self, lead_id: int, now: datetime) -> None:
-        lead = self.store.leads.lead(lead_id)
-
-        def plan(
-            enrolled_at: datetime, history: Iterable[tuple[str, str, datetime]]
-        ) -> PlannedDelivery | None:
-            return next_delivery(self.schedule, _state(enrolled_at, lead, history, None))
-
+        plan = lead_plan(self.schedule, self.store.leads.lead(lead_id))
         self.store.queue.replace_plan(lead_id, self.campaign_id, plan, now)
 
     def sync(self, now: datetime, report: RunReport) -> None:
@@ -222,11 +260,26 @@ class Dispatcher:
         self, max_messages: int | None = None, stop: Callable[[], bool] | None = None
     ) -> RunReport:
         """Send everything due at this moment, each lead at most one step, then return."""
-        report = RunReport()
+        report = RunReport(run_id=self.run_id)
         run_now = self.clock()
         self.sync(run_now, report)
-        self.drain(run_now, report, max_messages, stop)
+        if not self.held(run_now, report):
+            self.drain(run_now, report, max_messages, stop)
         return report
+
+    def held(self, now: datetime, report: RunReport) -> bool:
+        """Whether the breaker keeps this run from the relay (a recent failure of it); the
+        run then stops without touching the relay or any message."""
+        state = self.breaker.holding(now)
+        if state is None:
+            return False
+        report.stopped = (
+            f"the SMTP server failed {state.failures} time(s) in a row since "
+            f"{state.since:%Y-%m-%d %H:%M}Z; sending waits until {state.until:%H:%M:%S}Z, "
+            f"the rest waits: {state.reason}"
+        )
+        report.errors.append(report.stopped)
+        return True
 
     def drain(
         self,
@@ -360,6 +413,9 @@ class Dispatcher:
             self.transport.send(Envelope(self.sender, claim.lead.email, built.data, built.utf8))
         except DeliveryFailure as exc:
             return self._failed(claim, exc, report, started)
+        self._in_doubt_streak = 0
+        self._refusal = None
+        self.breaker.succeeded()
         sent_at = self.clock()
         following = self._next_after(claim, DeliveryStatus.SENT, sent_at)
         # Recorded with the next message's start (or when the run ends): one commit each.
@@ -397,13 +453,11 @@ class Dispatcher:
         """Record what SMTP's refusal means for this row; False when the batch must stop."""
         match exc:
             case AccountRefused():
-                self.store.queue.release(claim, str(exc), self.clock())
-                report.stopped = f"the SMTP server refused the account: {exc}"
-                report.errors.append(report.stopped)
-                self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
-                return False
+                return self._relay_failed(claim, exc, report, started, "refused the account")
+            case ServerUnavailable():
+                return self._relay_failed(claim, exc, report, started, "cannot be reached")
             case RecipientRefused():
-                self._bounce(claim, exc, report, started)
+                return self._bounce(claim, exc, report, started)
             case InDoubt():
                 now = self.clock()
                 following = self._next_after(claim, DeliveryStatus.UNKNOWN, now)
@@ -412,24 +466,120 @@ class Dispatcher:
                 )
                 report.in_doubt += 1
                 self._log(claim, Outcome.UNKNOWN, None, started, str(exc))
-            case TransientFailure():
-                self._retry_or_fail(claim, exc, report, started)
-                if isinstance(exc, ServerUnavailable):
-                    # Every other message would meet the same closed door, spending an attempt.
-                    report.stopped = f"cannot reach the SMTP server, the rest waits: {exc}"
+                self._in_doubt_streak += 1
+                if self._in_doubt_streak >= IN_DOUBT_STREAK:
+                    report.stopped = (
+                        f"{self._in_doubt_streak} messages in a row got no answer once sent "
+                        f"(in doubt, not resent), the rest waits: {exc}"
+                    )
                     report.errors.append(report.stopped)
                     return False
+            case Unsupported():
+                self._unsupported(claim, exc, report, started)
+            case TransientFailure():
+                self._retry_or_fail(claim, exc, report, started)
         return True
+
+    def _relay_failed(
+        self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float, what: str
+    ) -> bool:
+        """The relay failed before any recipient was named: nothing is known about the
+        message, so it goes back untouched (no attempt spent) unless it has waited longer
+        than `retry.max_age`; the whole sender backs off (the breaker) and the batch stops."""
+        now = self.clock()
+        state = self.breaker.trip(now, str(exc))
+        if self._expired(claim, now):
+            self._give_up(claim, exc, now, report, started)
+        else:
+            self.store.queue.release(claim, str(exc), now)
+            self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
+        self._expire_waiting(exc, now, report)
+        report.stopped = (
+            f"the SMTP server {what}, the rest waits (no attempt spent; sending waits until "
+            f"{state.until:%H:%M:%S}Z, failure {state.failures} in a row): {exc}"
+        )
+        report.errors.append(report.stopped)
+        return False
+
+    def _expired(self, claim: Claim, now: datetime) -> bool:
+        return now - claim.due_at >= self.schedule.retry.max_age
+
+    def _give_up(
+        self, claim: Claim, exc: DeliveryFailure, now: datetime, report: RunReport, started: float
+    ) -> None:
+        """A started message that outlived `retry.max_age` while the relay failed."""
+        reason = self._too_old(exc)
+        following = self._next_after(claim, DeliveryStatus.FAILED, now)
+        self.store.queue.record_failed(claim, reason, exc.code, now, following)
+        report.failed += 1
+        report.errors.append(f"{claim.lead.email}: {reason}")
+        self._log(claim, Outcome.FAILED, exc.code, started, reason)
+
+    def _too_old(self, exc: DeliveryFailure) -> str:
+        return f"gave up after waiting {format_delay(self.schedule.retry.max_age)}: {exc}"
+
+    def _expire_waiting(self, exc: DeliveryFailure, now: datetime, report: RunReport) -> None:
+        """While the relay fails, end the waiting messages older than `retry.max_age` as
+        failed, without trying them; the queue is in due order, so they come first."""
+        unsendable = Unsendable(DeliveryStatus.FAILED, self._too_old(exc))
+        while self._reserved and self._expired(self._reserved[0], now):
+            claim = self._reserved.popleft()
+            started = time.perf_counter()
+            if self._settle_unsendable(claim, unsendable) is Start.GO:
+                self._ended_unsent(claim, unsendable, report, started)
+            if not self._reserved:  # all of this reservation was too old: look further
+                self._reserved.extend(
+                    self.store.queue.reserve(
+                        self.campaign_id, now, self.worker, now, self.reservation
+                    )
+                )
+
+    def _unsupported(
+        self, claim: Claim, exc: Unsupported, report: RunReport, started: float
+    ) -> None:
+        """The relay cannot carry this message (no SMTPUTF8): it fails at once with that
+        reason, spending no retries on what cannot change; the series goes on."""
+        now = self.clock()
+        following = self._next_after(claim, DeliveryStatus.FAILED, now)
+        self.store.queue.record_failed(claim, str(exc), exc.code, now, following)
+        report.failed += 1
+        report.errors.append(f"{claim.lead.email}: {exc}")
+        self._log(claim, Outcome.FAILED, exc.code, started, str(exc))
 
     def _bounce(
         self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float
-    ) -> None:
+    ) -> bool:
+        """The lead bounces, unless the same refusal met several recipients in a row: then
+        it is the sender's problem, this message goes back untouched and the batch stops."""
         now = self.clock()
+        if self._same_refusal(claim, exc) >= SAME_REFUSAL_STREAK:
+            self.store.queue.release(claim, str(exc), now)
+            report.stopped = (
+                f"{SAME_REFUSAL_STREAK} different recipients in a row were refused alike, "
+                f"so the sender or the relay is at fault, not them; no further lead is marked "
+                f"bounced and the rest waits: {exc}. To undo this run's bounces: "
+                f"leads reactivate --run {self.run_id}"
+            )
+            report.errors.append(report.stopped)
+            self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
+            return False
         self.store.queue.record_failed(claim, str(exc), exc.code, now, None)
-        self.store.leads.set_lead_status(claim.lead_id, LeadStatus.BOUNCED, str(exc), now)
+        reason = f"{exc} {bounce_tag(self.run_id)}"
+        self.store.leads.set_lead_status(claim.lead_id, LeadStatus.BOUNCED, reason, now)
         report.bounced += 1
         report.failed += 1
         self._log(claim, Outcome.BOUNCED, exc.code, started, str(exc))
+        return True
+
+    def _same_refusal(self, claim: Claim, exc: DeliveryFailure) -> int:
+        """How many different recipients in a row got this refusal, word for word once
+        their own address is left out of it (servers often quote it)."""
+        recipient = claim.lead.email
+        words = re.sub(re.escape(recipient), "<recipient>", str(exc), flags=re.IGNORECASE)
+        if self._refusal is None or self._refusal[0] != words:
+            self._refusal = (words, set())
+        self._refusal[1].add(recipient.lower())
+        return len(self._refusal[1])
 
     def _retry_or_fail(
         self, claim: Claim, exc: TransientFailure, report: RunReport, started: float

@@ -67,9 +67,11 @@ def send_pooled(
     """
     transports = [SmtpTransport(smtp, per_connection) for _ in range(smtp.connections)]
     dispatchers = [make_dispatcher(transport) for transport in transports]
-    first = RunReport()
+    first = RunReport(run_id=dispatchers[0].run_id)
     run_now = dispatchers[0].clock()
     dispatchers[0].sync(run_now, first)
+    if dispatchers[0].held(run_now, first):  # the relay failed recently: leave it alone
+        return first
     halt = threading.Event()
     quota = Quota(max_messages)
     reports = [RunReport() for _ in dispatchers]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -27,7 +28,8 @@ from campaign.config.settings import SmtpSettings
 from campaign.model import Clock, utc_now
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import Renderer, TemplateProblem, series_version
-from campaign.sending.dispatcher import Dispatcher, RunReport
+from campaign.sending.breaker import Breaker
+from campaign.sending.dispatcher import Dispatcher, RunReport, new_run_id
 from campaign.sending.pool import send_pooled
 from campaign.sending.ratelimit import RateLimiter
 from campaign.sending.transport import SmtpTransport
@@ -52,6 +54,8 @@ class Engine:
     worker: str = field(default_factory=worker_name)
     _renderer: Renderer | None = None
     _limiter: RateLimiter | None = None  # one per process: its connections take turns
+    _run_id: str | None = None  # the current run's, shared by its connections
+    _breaker: Breaker | None = None  # likewise
 
     @classmethod
     def from_env(cls, schedule_path: Path, store: Store, clock: Clock = utc_now) -> Engine:
@@ -89,6 +93,8 @@ class Engine:
             self.clock,
             worker=self.worker,
             limiter=self._limiter,
+            run_id=self._run_id,
+            breaker=self._breaker,
         )
 
     def send_due(
@@ -102,6 +108,8 @@ class Engine:
             log.error(report.stopped)
             return report
         per_connection = renderer.schedule.rate_limit.per_connection
+        self._run_id = new_run_id(self.clock(), random.Random())
+        self._breaker = Breaker(self.store)
         if self.smtp.connections > 1:
             report = send_pooled(self.dispatcher, self.smtp, per_connection, max_messages, stop)
         else:

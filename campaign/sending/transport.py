@@ -3,22 +3,28 @@
 What happens to a delivery depends on *why* SMTP failed, so every failure is raised as one of
 three kinds (the split django-anymail and Postfix make too):
 - `TransientFailure`: the server or network may recover (refused, timeout, dropped, 4xx);
-  its subclass `ServerUnavailable` means no session could even start (down, 4xx greeting);
+  its subclass `ServerUnavailable` means the relay failed before any recipient was named;
 - `RecipientRefused`: this address is refused for good (5xx on RCPT or DATA) — a bounce;
 - `AccountRefused`: the whole account is refused (5xx on AUTH, MAIL FROM or the greeting) —
   stop the batch.
+- `Unsupported`: the relay cannot carry this message (a non-ASCII local part needs SMTPUTF8,
+  which it does not offer) — this delivery fails at once; the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import select
 import smtplib
+import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from campaign.config.settings import SmtpSettings
+from campaign.rendering.mime import wire_address
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -40,8 +46,13 @@ class InDoubt(DeliveryFailure):
 
 
 class ServerUnavailable(TransientFailure):
-    """The server cannot be reached or will not start a session: every message would fail alike,
-    so the batch stops after recording this one attempt instead of spending one per message."""
+    """The relay failed before any recipient was named (unreachable, a timeout, a 4xx greeting,
+    EHLO, AUTH or MAIL FROM, a dropped session): nothing is known about the message, so it
+    costs no attempt; every message would fail alike, so the whole sender backs off."""
+
+
+class _LostBeforeRecipient(ServerUnavailable):
+    """The connection failed before RCPT: nothing about this message or its recipient."""
 
 
 class RecipientRefused(DeliveryFailure):
@@ -50,6 +61,12 @@ class RecipientRefused(DeliveryFailure):
 
 class AccountRefused(DeliveryFailure):
     """The server refuses us, whoever the recipient: retrying other messages is pointless."""
+
+
+class Unsupported(DeliveryFailure):
+    """The relay cannot carry this message: it needs SMTPUTF8 (the recipient's local part is
+    not ASCII) and the relay does not offer it. Retrying cannot help, and neither the address
+    nor the account is at fault, so nothing is retried, bounced or stopped."""
 
 
 @dataclass(frozen=True)
@@ -69,9 +86,15 @@ def tls_context() -> ssl.SSLContext:
 
 class _Smtp(smtplib.SMTP):
     """smtplib's DATA, noting the moment the whole message (up to the final dot) has been
-    handed to the server: a failure before it means "not delivered", after it "in doubt"."""
+    handed to the server: a failure before it means "not delivered", after it "in doubt".
+    Only a missing answer to a message the server could have read to its end is in doubt."""
 
     handed_over = False  # reset by the transport before each message
+    recipient_named = False  # likewise: RCPT was sent, so a failure may concern the recipient
+
+    def rcpt(self, recip: str, options: Sequence[str] = ()) -> tuple[int, bytes]:
+        self.recipient_named = True
+        return super().rcpt(recip, options)
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:  # as smtplib.SMTP.data
         self.putcmd("data")
@@ -82,9 +105,37 @@ class _Smtp(smtplib.SMTP):
         body = dot_stuffed(msg.encode("ascii") if isinstance(msg, str) else bytes(msg))
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
-        self.send(body + b".\r\n")
+        # The final dot goes in a send of its own, and only to a server still listening: a
+        # server that hung up (or spoke) before it cannot have accepted the message, while
+        # one that got the whole message and hung up might have.
+        self.send(body)
+        if self.sock is not None and _peer_closed_or_spoke(self.sock):
+            raise smtplib.SMTPServerDisconnected("connection lost before the end of the message")
+        self.send(b".\r\n")
         self.handed_over = True
-        return self.getreply()
+        try:
+            return self.getreply()
+        except smtplib.SMTPServerDisconnected as exc:
+            # A reset, unlike a plain close, means the server's side closed with some of our
+            # bytes unread; the final dot was the last of them, so it never read the end of
+            # the message and cannot have accepted it.
+            if not isinstance(exc.__context__, ConnectionResetError):
+                raise
+            self.handed_over = False
+            raise smtplib.SMTPServerDisconnected(
+                f"connection lost before the end of the message was read: {exc}"
+            ) from exc
+
+
+def _peer_closed_or_spoke(sock: socket.socket) -> bool:
+    """Whether the server closed the connection or sent anything while it should be silently
+    reading the message. Asks the kernel without waiting; a false alarm only costs a retry,
+    since the final dot is then never sent."""
+    if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
@@ -181,38 +232,59 @@ class SmtpTransport:
             raise smtplib.SMTPHeloError(code, reply)
 
     def send(self, envelope: Envelope) -> None:
-        """Hand one message to the server or raise a `DeliveryFailure` saying why not."""
+        """Hand one message to the server or raise a `DeliveryFailure` saying why not.
+
+        A kept connection found closed before any recipient was named (servers drop idle
+        clients) says nothing yet about the server: the message is tried once more on a
+        fresh connection, whose failure then does.
+        """
+        reused = self._smtp is not None and self._sent_on_connection < self.per_connection
+        try:
+            self._send(envelope)
+        except _LostBeforeRecipient:
+            if not reused:
+                raise
+            self._send(envelope)
+
+    def _send(self, envelope: Envelope) -> None:
         if self._smtp is None or self._sent_on_connection >= self.per_connection:
             self.close()
             self._smtp = self._connect()
             self._sent_on_connection = 0
         smtp = self._smtp
-        smtp.handed_over = False
-        options = ["SMTPUTF8"] if envelope.utf8 else []
+        smtp.handed_over = smtp.recipient_named = False
+        sender, recipient = wire_address(envelope.sender), wire_address(envelope.recipient)
+        utf8 = envelope.utf8 or sender.utf8 or recipient.utf8
+        if utf8 and not smtp.has_extn("smtputf8"):
+            raise Unsupported(
+                f"the SMTP server does not offer SMTPUTF8, which {envelope.recipient} needs "
+                "(its local part is not ASCII)"
+            )
+        options = ["SMTPUTF8"] if utf8 else []
         try:
             refused = smtp.sendmail(
-                envelope.sender, [envelope.recipient], envelope.data, mail_options=options
+                sender.address, [recipient.address], envelope.data, mail_options=options
             )
         except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(envelope.recipient, (550, b"refused"))
+            code, reply = exc.recipients.get(recipient.address, (550, b"refused"))
             self._after_refusal(code)
             raise self._recipient_failure(code, reply, "RCPT") from exc
         except smtplib.SMTPSenderRefused as exc:
             self.close()
-            kind = AccountRefused if exc.smtp_code >= 500 else TransientFailure
+            kind = AccountRefused if exc.smtp_code >= 500 else ServerUnavailable
             raise kind(
                 f"MAIL FROM refused ({exc.smtp_code}): {_text(exc.smtp_error)}", exc.smtp_code
             ) from exc
         except smtplib.SMTPDataError as exc:
             self._after_refusal(exc.smtp_code)
             raise self._recipient_failure(exc.smtp_code, exc.smtp_error, "DATA") from exc
-        except smtplib.SMTPResponseException as exc:
+        except smtplib.SMTPResponseException as exc:  # a refused EHLO, before MAIL FROM
             self.close()
             if exc.smtp_code >= 500:
                 raise AccountRefused(
                     f"server refused ({exc.smtp_code}): {_text(exc.smtp_error)}", exc.smtp_code
                 ) from exc
-            raise TransientFailure(
+            raise ServerUnavailable(
                 f"server answered {exc.smtp_code}: {_text(exc.smtp_error)}", exc.smtp_code
             ) from exc
         except OSError as exc:  # disconnected, reset, timed out: every smtplib error is an OSError
@@ -220,9 +292,11 @@ class SmtpTransport:
             reason = str(exc) or type(exc).__name__
             if smtp.handed_over:
                 raise InDoubt(f"no answer once the whole message was sent: {reason}") from exc
+            if not smtp.recipient_named:
+                raise _LostBeforeRecipient(f"connection lost: {reason}") from exc
             raise TransientFailure(f"connection lost: {reason}") from exc
         if refused:
-            code, reply = refused[envelope.recipient]
+            code, reply = refused[recipient.address]
             raise self._recipient_failure(code, reply, "RCPT")
         self._sent_on_connection += 1
 

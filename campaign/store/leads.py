@@ -22,6 +22,7 @@ from campaign.model import (
     LeadStatus,
     NewLead,
     PlannedDelivery,
+    address_key,
 )
 from campaign.store.database import Database, from_db, to_db
 from campaign.store.schema import (
@@ -65,17 +66,31 @@ class Leads:
     ) -> list[tuple[int, bool]]:
         """Insert and enroll leads in one transaction; known addresses are left as they are.
 
-        Returns (lead id, created) per input, so re-importing a file changes nothing.
+        An address is known whatever its letter case (`address_key`). Returns (lead id,
+        created) per input, so re-importing a file changes nothing. Writers adding the same
+        address at once (PostgreSQL) never fail on each other: the insert skips a lead
+        another transaction holds, and that lead counts as known.
         """
         if not new:
             return []
+        keys = [address_key(lead.email) for lead in new]
         with self.db.tx() as conn:
-            known = _ids_by_email(conn, [lead.email for lead in new])
-            fresh = [lead for lead in new if lead.email not in known]
-            if fresh:
-                known.update(_insert_leads(conn, fresh, campaign_id, to_db(now)))
-        created = {lead.email for lead in fresh}
-        return [(known[lead.email], lead.email in created) for lead in new]
+            known = _ids_by_key(conn, keys)
+            firsts: dict[str, NewLead] = {}
+            for key, lead in zip(keys, new, strict=True):
+                if key not in known:
+                    firsts.setdefault(key, lead)
+            fresh = list(firsts.items())
+            created = _insert_leads(self.db, conn, fresh, campaign_id, to_db(now)) if fresh else {}
+            if len(created) < len(fresh):  # added by another writer since `known` was read
+                known.update(_ids_by_key(conn, [k for k, _ in fresh if k not in created]))
+        known.update(created)
+        first: set[str] = set()
+        answer = []
+        for key in keys:
+            answer.append((known[key], key in created and key not in first))
+            first.add(key)
+        return answer
 
     def lead(self, lead_id: int) -> Lead | None:
         with self.db.read() as conn:
@@ -83,14 +98,16 @@ class Leads:
         return lead_from_row(row) if row else None
 
     def lead_by_email(self, email: str) -> Lead | None:
+        """The lead with this address, whatever its letter case."""
+        key = address_key(email)
         with self.db.read() as conn:
-            row = conn.execute(select(leads).where(leads.c.email == email)).mappings().first()
+            row = conn.execute(select(leads).where(leads.c.email_key == key)).mappings().first()
         return lead_from_row(row) if row else None
 
     def set_lead_status(self, lead_id: int, status: LeadStatus, reason: str, now: datetime) -> bool:
         """Move a lead out of the series (or back); cancels whatever was still pending."""
         with self.db.tx() as conn:
-            return _change_status(conn, lead_id, status, reason, now)
+            return _change_status(conn, _current_id(conn, lead_id), status, reason, now)
 
     def confirm_lead(
         self, lead_id: int, campaign_id: str, first: PlannedDelivery | None, now: datetime
@@ -125,7 +142,7 @@ class Leads:
         with self.db.tx() as conn:
             conn.execute(
                 insert(clicks).values(
-                    lead_id=lead_id,
+                    lead_id=_current_id(conn, lead_id),
                     campaign_id=campaign_id,
                     step_id=step_id,
                     url=url,
@@ -148,6 +165,7 @@ class Leads:
         Returns False if the lead had already converted (a booking system may call twice).
         """
         with self.db.tx() as conn:
+            lead_id = _current_id(conn, lead_id)
             try:
                 with conn.begin_nested():
                     conn.execute(
@@ -196,49 +214,71 @@ class Leads:
             ).scalar()
 
 
-def _ids_by_email(conn: Connection, emails: list[str]) -> dict[str, int]:
-    found = conn.execute(select(leads.c.email, leads.c.id).where(leads.c.email.in_(emails)))
-    return {email: lead_id for email, lead_id in found}
+def _ids_by_key(conn: Connection, keys: list[str]) -> dict[str, int]:
+    found = conn.execute(select(leads.c.email_key, leads.c.id).where(leads.c.email_key.in_(keys)))
+    return {key: lead_id for key, lead_id in found}
+
+
+def _current_id(conn: Connection, lead_id: int) -> int:
+    """The lead a link in an email sent to `lead_id` acts on: the lead itself, or, for a row
+    merged into another with the same address (`schema._merge`), that other lead."""
+    row = conn.execute(select(leads.c.status, leads.c.email).where(leads.c.id == lead_id)).first()
+    if row is None or row.status != LeadStatus.MERGED:
+        return lead_id
+    kept = conn.execute(
+        select(leads.c.id).where(leads.c.email_key == address_key(row.email))
+    ).scalar()
+    return lead_id if kept is None else kept
 
 
 def _insert_leads(
-    conn: Connection, fresh: Sequence[NewLead], campaign_id: str, stamp: datetime
+    db: Database,
+    conn: Connection,
+    fresh: Sequence[tuple[str, NewLead]],
+    campaign_id: str,
+    stamp: datetime,
 ) -> dict[str, int]:
-    """New leads, their enrollments and their first steps; returns their ids by address."""
-    conn.execute(
-        insert(leads),
+    """New leads (by address key), their enrollments and their first steps; returns the ids
+    of the leads this transaction created, by key. A lead whose address another writer
+    stored first is skipped (`ON CONFLICT DO NOTHING`), not an error."""
+    added = conn.execute(
+        db.insert(leads).on_conflict_do_nothing().returning(leads.c.email_key, leads.c.id),
         [
             {
                 "email": lead.email,
+                "email_key": key,
                 "first_name": lead.first_name,
                 "timezone": lead.timezone,
                 "attributes": lead.attributes,
                 "status": lead.status,
                 "created_at": stamp,
             }
-            for lead in fresh
+            for key, lead in fresh
         ],
     )
-    ids = _ids_by_email(conn, [lead.email for lead in fresh])
+    ids: dict[str, int] = {key: lead_id for key, lead_id in added}
+    mine = [(key, lead) for key, lead in fresh if key in ids]
+    if not mine:
+        return ids
     conn.execute(
         insert(enrollments),
         [
             {
-                "lead_id": ids[lead.email],
+                "lead_id": ids[key],
                 "campaign_id": campaign_id,
                 "enrolled_at": stamp,
                 "state": EnrollmentState.ACTIVE,
             }
-            for lead in fresh
+            for key, _lead in mine
         ],
     )
-    planned = [(lead.email, lead.first) for lead in fresh if lead.first is not None]
+    planned = [(key, lead.first) for key, lead in mine if lead.first is not None]
     if planned:
         conn.execute(
             insert(deliveries),
             [
                 {
-                    "lead_id": ids[email],
+                    "lead_id": ids[key],
                     "campaign_id": campaign_id,
                     "step_id": first.step_id,
                     "due_at": to_db(first.due_at),
@@ -246,7 +286,7 @@ def _insert_leads(
                     "attempts": 0,
                     "updated_at": stamp,
                 }
-                for email, first in planned
+                for key, first in planned
             ],
         )
     return ids

@@ -35,6 +35,10 @@ class Meta:
                 .on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value})
             )
 
+    def delete(self, key: str) -> None:
+        with self.db.tx() as conn:
+            conn.execute(meta.delete().where(meta.c.key == key))
+
     def book_slot(self, key: str, spacing: float, now: float, within: float) -> float:
         """The next free moment (seconds since the epoch) on the cadence kept under `key`,
         never before `now`. It is booked, moving the next free one `spacing` later, only

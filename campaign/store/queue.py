@@ -31,6 +31,7 @@ from sqlalchemy.sql import Select, Update
 from campaign.model import (
     Claim,
     DeliveryStatus,
+    EnrollmentState,
     LeadStatus,
     PlannedDelivery,
     Sent,
@@ -502,6 +503,66 @@ class Queue:
     def _settle(self, claim: Claim, now: datetime, **values: Any) -> None:
         with self.db.tx() as conn:
             conn.execute(_settled(claim, now, **values))
+
+    # -- bounces by mistake ----------------------------------------------------------------
+
+    def bounced_leads(
+        self, emails: Sequence[str] = (), reason_ending: str | None = None
+    ) -> list[tuple[int, str]]:
+        """(id, address) of bounced leads: those with these addresses (in any case), or whose
+        bounce reason ends with `reason_ending` (the tag of the run that bounced them)."""
+        where = [leads.c.status == LeadStatus.BOUNCED]
+        if emails:
+            where.append(func.lower(leads.c.email).in_([e.lower() for e in emails]))
+        if reason_ending is not None:
+            where.append(leads.c.status_reason.endswith(reason_ending, autoescape=True))
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(leads.c.id, leads.c.email).where(*where).order_by(leads.c.id)
+            )
+            return [(row.id, row.email) for row in rows]
+
+    def reactivate(self, lead_id: int, campaign_id: str, plan: Plan, now: datetime) -> bool:
+        """A lead bounced by mistake is active again and back in the series; the delivery that
+        bounced goes back to the queue with no attempt counted, and `plan` (given when the
+        lead enrolled and its history without that delivery) says what is next and when.
+        Only a bounced lead changes, so running it twice does nothing the second time."""
+        with self.db.tx() as conn:
+            changed = conn.execute(
+                update(leads)
+                .where(leads.c.id == lead_id, leads.c.status == LeadStatus.BOUNCED)
+                .values(
+                    status=LeadStatus.ACTIVE,
+                    status_reason="reactivated: bounced by mistake",
+                    status_at=to_db(now),
+                )
+            ).rowcount
+            if not changed:
+                return False
+            conn.execute(
+                update(enrollments)
+                .where(enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id)
+                .values(state=EnrollmentState.ACTIVE)
+            )
+            conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.lead_id == lead_id,
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == DeliveryStatus.FAILED,
+                    deliveries.c.smtp_code >= 500,  # the bounce, not a message that failed to build
+                )
+                .values(**UNCLAIMED, attempts=0, updated_at=to_db(now))
+            )
+            enrolled = conn.execute(
+                select(enrollments.c.enrolled_at).where(
+                    enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
+                )
+            ).scalar()
+            if enrolled is not None:
+                planned = plan(from_db(enrolled), _history(conn, lead_id, campaign_id))
+                self._replace_queued(conn, lead_id, campaign_id, planned, now)
+            return True
 
     # -- leases and the queue's head -------------------------------------------------------
 

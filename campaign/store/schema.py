@@ -19,18 +19,28 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     func,
     insert,
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.engine import Connection
 
-from campaign.model import NOT_HISTORY, QUEUED, DeliveryStatus, EnrollmentState, LeadStatus
-from campaign.store.database import Database, StoreError
+from campaign.model import (
+    NOT_HISTORY,
+    QUEUED,
+    DeliveryStatus,
+    EnrollmentState,
+    LeadStatus,
+    address_key,
+    utc_now,
+)
+from campaign.store.database import Database, StoreError, to_db
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: leads.email_key, one lead per address whatever its letter case
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 VERSION_KEY = "schema_version"
 
@@ -54,6 +64,9 @@ leads = Table(
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
     Column("email", String(320), nullable=False, unique=True),
+    # The address's identity (`model.address_key`: letter case does not count), unique so two
+    # writers can never hold one mailbox twice; empty only on rows merged away (`_merge`).
+    Column("email_key", String(320), nullable=True),
     Column("first_name", String(200), nullable=False, default=""),
     Column("timezone", String(64), nullable=True),
     Column("attributes", JSON, nullable=False, default=dict),
@@ -61,6 +74,7 @@ leads = Table(
     Column("status_reason", Text, nullable=True),
     Column("status_at", DateTime, nullable=True),
     Column("created_at", DateTime, nullable=False),
+    Index("uq_leads_email_key", "email_key", unique=True),
 )
 
 # `state`: active, completed (every step done) or exited (the lead left the series).
@@ -146,16 +160,22 @@ def migrate(db: Database) -> None:
         if not db.is_sqlite:
             conn.execute(select(func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         metadata.create_all(conn)
-        _update_indexes(conn)
         found = conn.execute(select(meta.c.value).where(meta.c.key == VERSION_KEY))
         version = found.scalar()
-        if version is None:
-            # Only one migration runs at a time (the lock above), so nobody else adds it.
-            conn.execute(insert(meta).values(key=VERSION_KEY, value=str(SCHEMA_VERSION)))
-        elif int(version) > SCHEMA_VERSION:
+        if version is not None and int(version) > SCHEMA_VERSION:
             raise StoreError(
                 f"the database has schema version {version}, newer than this engine "
                 f"({SCHEMA_VERSION}); upgrade the engine"
+            )
+        if version is not None and int(version) < 2:
+            _add_email_keys(conn)
+        _update_indexes(conn)
+        if version is None:
+            # Only one migration runs at a time (the lock above), so nobody else adds it.
+            conn.execute(insert(meta).values(key=VERSION_KEY, value=str(SCHEMA_VERSION)))
+        elif int(version) < SCHEMA_VERSION:
+            conn.execute(
+                update(meta).where(meta.c.key == VERSION_KEY).values(value=str(SCHEMA_VERSION))
             )
 
 
@@ -167,3 +187,93 @@ def _update_indexes(conn: Connection) -> None:
             if found.get(index.name, index.columns.keys()) != index.columns.keys():
                 index.drop(conn)
             index.create(conn, checkfirst=True)
+
+
+# -- version 2: one lead per address, whatever its letter case ------------------------------
+
+KEY_BATCH = 10_000
+# Which row of a same-address group stays the lead: one that left the series first (the
+# person's opt-out or booking must hold), then a confirmed one over an unconfirmed one.
+_KEEP_FIRST = (
+    LeadStatus.UNSUBSCRIBED,
+    LeadStatus.BOUNCED,
+    LeadStatus.CONVERTED,
+    LeadStatus.ACTIVE,
+    LeadStatus.PENDING,
+)
+
+
+def _add_email_keys(conn: Connection) -> None:
+    """Give every lead its `email_key`, then merge the leads that share one (`_merge`)."""
+    if "email_key" not in {c["name"] for c in inspect(conn).get_columns("leads")}:
+        conn.execute(text("ALTER TABLE leads ADD COLUMN email_key VARCHAR(320)"))
+    last = 0
+    while True:
+        rows = conn.execute(
+            select(leads.c.id, leads.c.email)
+            .where(leads.c.id > last, leads.c.email_key.is_(None))
+            .order_by(leads.c.id)
+            .limit(KEY_BATCH)
+        ).all()
+        if not rows:
+            break
+        conn.execute(
+            update(leads).where(leads.c.id == bindparam("lead")).values(email_key=bindparam("key")),
+            [{"lead": lead_id, "key": address_key(email)} for lead_id, email in rows],
+        )
+        last = rows[-1].id
+    shared = conn.execute(
+        select(leads.c.email_key)
+        .where(leads.c.email_key.is_not(None))
+        .group_by(leads.c.email_key)
+        .having(func.count() > 1)
+    ).scalars()
+    for key in list(shared):
+        _merge(conn, key)
+
+
+def _merge(conn: Connection, key: str) -> None:
+    """Make the leads sharing `key` one lead, losing no history.
+
+    The lead kept is the first by `_KEEP_FIRST`, then the one furthest in its series (most
+    emails sent), then the oldest. Each other row stays as history under status `merged`,
+    without a key: what it was sent stays with it, what was still queued for it is
+    cancelled, its enrollments end, its clicks move to the kept lead, and so does its
+    conversion in any campaign where the kept lead has none (otherwise it stays with the
+    row). Links in emails sent to a merged row act on the kept lead (`store.leads`).
+    """
+    sent = (
+        select(func.count())
+        .where(deliveries.c.lead_id == leads.c.id, deliveries.c.status == DeliveryStatus.SENT)
+        .scalar_subquery()
+    )
+    rows = conn.execute(
+        select(leads.c.id, leads.c.status, sent).where(leads.c.email_key == key)
+    ).all()
+    rank = {status: n for n, status in enumerate(_KEEP_FIRST)}
+    kept, *others = sorted(rows, key=lambda r: (rank.get(r[1], len(rank)), -r[2], r[0]))
+    now = to_db(utc_now())
+    for lead_id, _status, _sent in others:
+        reason = f"same address as lead {kept[0]} (merged when letter case stopped counting)"
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.lead_id == lead_id, deliveries.c.status.in_(QUEUED_STATUSES))
+            .values(status=DeliveryStatus.CANCELLED, last_error=reason, updated_at=now)
+        )
+        conn.execute(
+            update(enrollments)
+            .where(enrollments.c.lead_id == lead_id)
+            .values(state="exited")  # as `store.leads` ends an enrollment
+        )
+        conn.execute(update(clicks).where(clicks.c.lead_id == lead_id).values(lead_id=kept[0]))
+        held = select(conversions.c.campaign_id).where(conversions.c.lead_id == kept[0])
+        conn.execute(
+            update(conversions)
+            .where(conversions.c.lead_id == lead_id, conversions.c.campaign_id.not_in(held))
+            .values(lead_id=kept[0])
+        )
+        conn.execute(
+            update(leads)
+            .where(leads.c.id == lead_id)
+            .values(email_key=None, status=LeadStatus.MERGED, status_reason=reason, status_at=now)
+        )

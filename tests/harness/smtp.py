@@ -5,7 +5,9 @@ crosses a real socket.
 wait for several senders at once. `FaultServer` behaves like the catcher (accepts and records
 every message) until a scripted fault matches: a reply such as `451 ...` or `550 ...` to one
 command, optionally for one recipient only, a delay before answering (a slow server), a
-dropped connection instead of an answer, a refused AUTH, or a refusing greeting. Faults are
+dropped connection instead of an answer, a refused AUTH, or a refusing greeting. A `BODY`
+fault acts once the client may send the message (after `354`), before its final dot: `drop`
+hangs up there, so the message cannot have been accepted. Faults are
 consumed in order, so a test can say "fail twice, then accept" and watch the retries go
 through. Like a real server, it hangs up after any 421 reply.
 """
@@ -24,7 +26,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from campaign.devtools.catcher import CatchHandler, Caught, free_port
 
-COMMANDS = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA")
+COMMANDS = ("EHLO", "AUTH", "MAIL", "RCPT", "DATA", "BODY")
 
 
 @dataclass
@@ -182,9 +184,21 @@ class FaultHandler:
 
 
 class _FaultySMTP(SMTP):
-    """aiosmtpd's server, except that the greeting can be replaced by a refusal."""
+    """aiosmtpd's server, except that the greeting can be replaced by a refusal and the
+    connection can drop in the middle of DATA (a `BODY` fault)."""
 
     _greeted = False
+
+    async def smtp_DATA(self, arg: str) -> None:
+        handler: FaultHandler = self.event_handler
+        recipients = [str(r) for r in self.envelope.rcpt_tos] if self.envelope else []
+        fault = handler._take("BODY", recipients) if recipients else None
+        if fault is not None and fault.drop:
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            assert self.transport is not None
+            self.transport.close()  # before the final dot: nothing was accepted
+            return
+        await super().smtp_DATA(arg)
 
     async def push(self, status: Any) -> None:
         handler: FaultHandler = self.event_handler
@@ -212,6 +226,7 @@ class FaultServer:
         greeting: str | None = None,
         password: str | None = None,
         port: int | None = None,
+        smtputf8: bool = True,  # False: a relay that does not offer SMTPUTF8, as many do not
     ):
         self.handler = FaultHandler(list(faults), greeting=greeting, password=password)
         self.host = "127.0.0.1"
@@ -224,7 +239,7 @@ class FaultServer:
             self.handler,
             hostname=self.host,
             port=self.port,
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=smtputf8,
             ready_timeout=10,
             **auth,
         )

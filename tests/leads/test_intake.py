@@ -182,3 +182,74 @@ def test_an_address_at_a_known_domain_is_judged_as_email_validator_judges_it(
         address = f"{local}@{domain}"
         if "\n" not in address:
             assert normalized(address) == checked_by_email_validator(address), address
+
+
+# -- quoting problems and duplicate columns ------------------------------------------------
+
+STRAY_QUOTE = (
+    "email,first_name,timezone\n"  # 1
+    "ann@example.com,Ann,UTC\n"  # 2
+    'bob@example.com,"Bob,UTC\n'  # 3: a lone quote opens a field that never closes
+    + "".join(f"lead{n:03d}@example.com,Lead {n},UTC\n" for n in range(4, 40))  # 4-39
+    + 'cem@example.com,"Cem",UTC\n'  # 40: a quoted field that is well formed
+    + 'dee@example.com,"Dee "the" Smith",UTC\n'  # 41: text after a closing quote
+    + "eve@example.com,Eve,UTC\n"  # 42
+)
+
+
+@pytest.mark.slow
+def test_a_stray_quote_is_reported_where_it_starts_and_swallows_no_row(
+    campaign: Campaign,
+) -> None:
+    path = write(campaign, "quote.csv", STRAY_QUOTE)
+    result = campaign.cli("leads", "import", str(path), expect=1)
+    found = problems(result.stderr, "quote.csv")
+    assert [line for line, _ in found] == ["3", "41"], result.stderr
+    assert "quote" in found[0][1] and "quote" in found[1][1], found
+    assert "imported 39, already present 0, rejected 2" in result.stdout, result.stdout
+    assert campaign.store.leads.lead_by_email("lead004@example.com") is not None
+    cem = campaign.store.leads.lead_by_email("cem@example.com")
+    assert cem is not None and cem.first_name == "Cem"
+    assert campaign.store.leads.lead_by_email("bob@example.com") is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("header", "first", "second"),
+    [
+        ("email,First Name,first_name", "First Name", "first_name"),
+        ("email,first_name,FIRST_NAME ", "first_name", "FIRST_NAME"),
+        ("Email,email,first_name", "Email", "email"),
+    ],
+)
+def test_columns_that_mean_the_same_refuse_the_file_naming_both(
+    campaign: Campaign, header: str, first: str, second: str
+) -> None:
+    content = f"{header}\nann@example.com,Ann,Annie\n"
+    result = campaign.cli("leads", "import", str(write(campaign, "dup.csv", content)), expect=2)
+    assert f"'{first}'" in result.stderr and f"'{second}'" in result.stderr, result.stderr
+    assert table_sizes(campaign)["leads"] == 0
+
+
+@pytest.mark.slow
+def test_an_address_in_other_letter_case_is_the_same_lead(campaign: Campaign) -> None:
+    """`leads add` and `leads import` know a lead whatever the case of the address."""
+    added = campaign.cli("leads", "add", "Ana@Example.com", "--name", "Ana")
+    assert "added lead" in added.stdout, added.stdout
+    again = campaign.cli("leads", "add", "ana@example.com", "--name", "Ana")
+    assert "already exists" in again.stdout, again.stdout
+    content = (
+        "email,first_name\n"
+        "ANA@example.com,Ana\n"  # 2: the lead added above
+        "Bo@example.com,Bo\n"  # 3
+        "bo@EXAMPLE.com,Bo again\n"  # 4: line 3 again
+    )
+    result = campaign.cli("leads", "import", str(write(campaign, "case.csv", content)), expect=1)
+    assert problems(result.stderr, "case.csv") == [
+        ("4", "email: bo@example.com already appears on line 3")
+    ], result.stderr
+    assert "imported 1, already present 1, rejected 1" in result.stdout, result.stdout
+    assert sorted(campaign.pending()) == [
+        ("Ana@example.com", "mechanisms"),
+        ("Bo@example.com", "mechanisms"),
+    ]

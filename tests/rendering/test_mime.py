@@ -55,23 +55,22 @@ def assert_wire_rules(data: bytes, utf8: bool = False) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(name=TEXT, subject=TEXT)
-def test_any_name_and_subject_read_back_as_from_the_email_package(name: str, subject: str) -> None:
-    """The oracle is `EmailMessage(policy=SMTP)` itself: a reader sees the same values (the
-    standard library's folding can add a space inside a long encoded name; so do we)."""
+def test_any_name_and_subject_read_back_as_typed(name: str, subject: str) -> None:
+    """A reader sees the name and subject as they went in, and one address. Not the email
+    package as the oracle: it decodes text that looks like an encoded word (see
+    test_lead_headers.py). The standard library's address parser keeps the space between
+    two encoded words, so a long non-ASCII name is compared without its spaces."""
     name, subject = one_line(name), one_line(subject) or "x"
     headers = [mime.address("To", name, "sam@example.org"), mime.unstructured("Subject", subject)]
     data = SKELETON.message(headers, QP("text\n"), QP("<p>html</p>\n")).data
     assert_wire_rules(data)
-    reference = EmailMessage(policy=mime.SMTP)
-    reference["To"] = Address(display_name=name, addr_spec="sam@example.org")
-    reference["Subject"] = subject
-    ours, theirs = parse(data), parse(reference.as_bytes())
-    assert [(a.display_name, a.addr_spec) for a in ours["To"].addresses] == [
-        (a.display_name, a.addr_spec) for a in theirs["To"].addresses
-    ]
-    assert str(ours["Subject"]) == str(theirs["Subject"])
-    if name.isascii() and len(name) < 60:  # short ASCII reads back exactly as it went in
-        assert ours["To"].addresses[0].display_name == name
+    ours = parse(data)
+    (to,) = ours["To"].addresses
+    assert to.addr_spec == "sam@example.org"
+    assert "".join(to.display_name.split()) == "".join(name.split())
+    assert str(ours["Subject"]) == subject
+    if name.isascii():  # ASCII reads back exactly as it went in
+        assert to.display_name == name
 
 
 @settings(max_examples=100, deadline=None)

@@ -7,6 +7,7 @@ what was logged. The clock is moved past each retry time by hand; nothing sleeps
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from contextlib import nullcontext
@@ -17,7 +18,14 @@ import pytest
 from campaign.config.schedule import Retry
 from campaign.devtools.catcher import free_port
 from campaign.planner import lead_zone, next_opening
-from campaign.sending.dispatcher import backoff
+from campaign.sending.breaker import BREAKER_CAP, BREAKER_FIRST
+from campaign.sending.dispatcher import (
+    IN_DOUBT_STREAK,
+    SAME_REFUSAL_STREAK,
+    RunReport,
+    backoff,
+)
+from harness.cli import run_py
 from harness.clock import T0
 from harness.mail import signer
 from harness.rig import Rig
@@ -48,6 +56,20 @@ def expected_delay(attempt: int) -> timedelta:
 
 TRANSIENT = {
     # name: (faults, greeting, needs AUTH, expected SMTP code, words in the error)
+    "rcpt-450": ([Fault("RCPT", "450 4.2.1 mailbox busy", times=None)], None, False, 450, "450"),
+    "rcpt-421": ([Fault("RCPT", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
+    "data-452": (
+        [Fault("DATA", "452 4.3.1 insufficient storage", times=None)],
+        None,
+        False,
+        452,
+        "452",
+    ),
+    "data-421": ([Fault("DATA", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
+    "dropped-at-rcpt": ([Fault("RCPT", drop=True, times=None)], None, False, None, "connection"),
+}
+# The relay fails before any recipient is named: nothing is known about the message.
+RELAY_DOWN = {
     "server-down": ([], None, False, None, "cannot connect"),
     "greeting-421": ([], "421 4.3.2 too busy, try later", False, 421, "421"),
     "ehlo-421": ([Fault("EHLO", "421 4.3.2 shutting down", times=None)], None, False, 421, "421"),
@@ -67,17 +89,7 @@ TRANSIENT = {
     ),
     "mail-451": ([Fault("MAIL", "451 4.3.0 local problem", times=None)], None, False, 451, "451"),
     "mail-421": ([Fault("MAIL", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
-    "rcpt-450": ([Fault("RCPT", "450 4.2.1 mailbox busy", times=None)], None, False, 450, "450"),
-    "rcpt-421": ([Fault("RCPT", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
-    "data-452": (
-        [Fault("DATA", "452 4.3.1 insufficient storage", times=None)],
-        None,
-        False,
-        452,
-        "452",
-    ),
-    "data-421": ([Fault("DATA", "421 4.3.2 closing", times=None)], None, False, 421, "421"),
-    "dropped-at-rcpt": ([Fault("RCPT", drop=True, times=None)], None, False, None, "connection"),
+    "dropped-at-mail": ([Fault("MAIL", drop=True, times=None)], None, False, None, "connection"),
 }
 # The whole message went out and no answer came: the server may have accepted it.
 IN_DOUBT = {
@@ -90,23 +102,14 @@ def serve(faults: list[Fault], greeting: str | None, auth: bool) -> FaultServer:
     return FaultServer(*faults, greeting=greeting, password=PASSWORD if auth else None)
 
 
-@pytest.mark.parametrize(
-    "case",
-    [pytest.param(c, marks=pytest.mark.slow) if c == "slow-greeting" else c for c in TRANSIENT],
-)
+@pytest.mark.parametrize("case", list(TRANSIENT))
 def test_transient_failure_is_retried_with_backoff_then_failed(rig: Rig, case: str) -> None:
     faults, greeting, auth, code, words = TRANSIENT[case]
-    if auth:
-        rig.user, rig.password = "clinic", PASSWORD
-    if case.startswith("slow"):
-        rig.timeout = SLOW_TIMEOUT
     email = "ann@example.com"
     rig.add(email)
-    server = serve(faults, greeting, auth)
-    port = free_port() if case == "server-down" else server.port
-    with server if case != "server-down" else nullcontext():
+    with serve(faults, greeting, auth) as server:
         for attempt in range(1, ATTEMPTS + 1):
-            rig.run(port)
+            rig.run(server.port)
             row = rig.row(email)
             assert row["attempts"] == attempt, row
             assert row["smtp_code"] == code, row
@@ -124,6 +127,88 @@ def test_transient_failure_is_retried_with_backoff_then_failed(rig: Rig, case: s
     # Giving up on one step does not end the series: the next step is planned as usual.
     following = rig.row(email, "pain-types")
     assert following["status"] == "pending" and following["attempts"] == 0
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=pytest.mark.slow) if c == "slow-greeting" else c for c in RELAY_DOWN],
+)
+def test_a_relay_failure_spends_no_attempt_and_backs_off_the_whole_sender(
+    rig: Rig, case: str
+) -> None:
+    faults, greeting, auth, code, words = RELAY_DOWN[case]
+    if auth:
+        rig.user, rig.password = "clinic", PASSWORD
+    if case.startswith("slow"):
+        rig.timeout = SLOW_TIMEOUT
+    emails = [f"lead{n}@example.com" for n in range(3)]
+    rig.add(*emails)
+    server = serve(faults, greeting, auth)
+    port = free_port() if case == "server-down" else server.port
+    with server if case != "server-down" else nullcontext():
+        report = rig.run(port)
+        assert report.stopped and words in report.stopped, report
+        assert (report.retried, report.failed, report.sent) == (0, 0, 0), report
+        rows = [rig.row(e) for e in emails]
+        assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 3, rows
+        assert words in rows[0]["last_error"], rows[0]
+        # The breaker is open: the next tick does not even try the server.
+        before = list(server.handler.commands)
+        report = rig.run(port)
+        assert report.stopped and "SMTP server" in report.stopped, report
+        assert server.handler.commands == before
+        assert all(rig.lead_status(e) == "active" for e in emails)
+    with serve([], None, auth) as healthy:
+        rig.clock.advance(BREAKER_FIRST)
+        report = rig.run(healthy.port)
+        assert (report.sent, report.stopped) == (3, None), report
+    assert [rig.row(e)["attempts"] for e in emails] == [1, 1, 1]
+
+
+def test_an_eight_hour_outage_loses_nothing_and_status_shows_the_breaker(rig: Rig) -> None:
+    """`run` ticking every minute through eight hours of a dead relay: no message uses up
+    its attempts, no lead moves on, and `status` says the sender is backing off."""
+    emails = [f"lead{n}@example.com" for n in range(8)]
+    rig.add(*emails)
+    dead = free_port()
+    tries = 0
+    for _ in range(8 * 60):
+        report = rig.run(dead)
+        assert report.stopped and report.sent == 0, report
+        tries += "no attempt spent" in report.stopped  # else the breaker held the run
+        rig.clock.advance(timedelta(minutes=1))
+    assert tries < 8 * 60 / 5, f"the sender tried the dead relay {tries} times"
+    rows = [rig.row(e) for e in emails]
+    assert [(r["status"], r["attempts"]) for r in rows] == [("pending", 0)] * 8, rows
+    assert all(len(rig.rows(e)) == 1 for e in emails), "a lead moved on to its next step"
+    status = run_py("--db", rig.url, "--schedule", str(rig.schedule_path), "status", "--json")
+    sender = json.loads(status.stdout)["sender"]
+    assert sender["state"] == "backing off" and "cannot connect" in sender["reason"], sender
+    assert sender["failures"] == tries, sender
+    with FaultServer() as server:
+        rig.clock.advance(BREAKER_CAP)
+        report = rig.run(server.port)
+        assert (report.sent, report.stopped) == (8, None), report
+    status = run_py("--db", rig.url, "--schedule", str(rig.schedule_path), "status", "--json")
+    assert json.loads(status.stdout)["sender"] == {"state": "ok"}
+
+
+def test_a_message_older_than_the_maximum_age_fails_with_the_reason(rig: Rig) -> None:
+    """Like an MTA's queue lifetime: once a message has waited 5 days (the default) and
+    the relay still fails, it ends `failed` saying why, and the series goes on."""
+    old, young = "old@example.com", "young@example.com"
+    rig.add(old)
+    rig.clock.advance(timedelta(days=2))
+    rig.add(young)
+    rig.clock.advance(timedelta(days=3, minutes=1))
+    report = rig.run(free_port())
+    assert report.stopped and report.failed == 1, report
+    row = rig.row(old)
+    assert row["status"] == "failed", row
+    assert row["last_error"].startswith("gave up after waiting 5d"), row
+    assert "cannot connect" in row["last_error"], row
+    assert rig.row(old, "pain-types")["status"] == "pending"
+    assert (rig.row(young)["status"], rig.row(young)["attempts"]) == ("pending", 0)
 
 
 @pytest.mark.parametrize("case", list(IN_DOUBT))
@@ -146,6 +231,38 @@ def test_no_answer_once_the_whole_message_is_sent_is_in_doubt_and_never_resent(
         assert rig.row(email)["attempts"] == 1
         assert server.handler.commands.count("DATA") == 1, "the message was sent again"
     assert rig.row(email, "pain-types")["status"] == "pending"
+
+
+def test_a_connection_lost_before_the_final_dot_is_retried_not_in_doubt(rig: Rig) -> None:
+    """The server hung up before the end of the message reached it, so it cannot have
+    accepted it: an ordinary retry, and the message arrives once."""
+    email = "ann@example.com"
+    rig.add(email)
+    with FaultServer(Fault("BODY", drop=True)) as server:
+        report = rig.run(server.port)
+        assert (report.retried, report.in_doubt, report.sent) == (1, 0, 0), report
+        row = rig.row(email)
+        assert (row["status"], row["attempts"]) == ("pending", 1), row
+        assert "before the end of the message" in row["last_error"], row
+        rig.clock.now = row["due_at"]
+        assert rig.run(server.port).sent == 1
+        assert [m.recipients for m in server.messages] == [[email]]
+        assert rig.row(email)["status"] == "sent"
+
+
+def test_a_run_whose_messages_keep_ending_in_doubt_stops_after_a_few(rig: Rig) -> None:
+    """Every message dropped after its final dot: the run stops after a few in doubt, and
+    the rest of the queue waits with its attempts untouched instead of turning `unknown`."""
+    emails = [f"lead{n}@example.com" for n in range(8)]
+    rig.add(*emails)
+    with FaultServer(Fault("DATA", drop=True, times=None)) as server:
+        report = rig.run(server.port)
+    assert report.in_doubt == IN_DOUBT_STREAK, report
+    assert report.stopped and "in doubt" in report.stopped, report
+    rows = [rig.row(e) for e in emails]
+    assert [r["status"] for r in rows] == ["unknown"] * 3 + ["pending"] * 5, rows
+    assert [r["attempts"] for r in rows[3:]] == [0] * 5, rows
+    assert all(rig.lead_status(e) == "active" for e in emails)
 
 
 def test_transient_failures_then_success_sends_exactly_once(rig: Rig) -> None:
@@ -225,6 +342,76 @@ def test_recipient_refused_for_good_bounces_the_lead(rig: Rig, case: str) -> Non
         assert rig.row("fay@example.com", "booking")["status"] == "sent"
 
 
+# --- the same refusal for everyone: the sender's problem, not the recipients' --------------
+
+RELAY_DENIED = "554 5.7.1 Relay access denied"
+
+
+def refuse_everyone(rig: Rig, emails: list[str]) -> RunReport:
+    """One run against a relay that refuses every recipient alike."""
+    rig.add(*emails)
+    with FaultServer(Fault("RCPT", RELAY_DENIED, times=None)) as server:
+        report = rig.run(server.port)
+        assert server.messages == []
+    return report
+
+
+def test_the_same_refusal_for_every_recipient_stops_the_run_as_a_sender_problem(
+    rig: Rig,
+) -> None:
+    emails = [f"lead{n}@example.com" for n in range(6)]
+    report = refuse_everyone(rig, emails)
+    first = SAME_REFUSAL_STREAK - 1  # bounced before the pattern showed
+    assert report.bounced == first, report
+    assert report.stopped and "554" in report.stopped and "sender" in report.stopped, report
+    assert report.run_id and report.run_id in report.stopped, report  # how to undo them
+    statuses = [rig.lead_status(e) for e in emails]
+    assert statuses == ["bounced"] * first + ["active"] * (len(emails) - first), statuses
+    rest = [rig.row(e) for e in emails[first:]]
+    assert [(r["status"], r["attempts"]) for r in rest] == [("pending", 0)] * len(rest), rest
+
+
+def test_different_recipients_refused_differently_still_bounce_one_by_one(rig: Rig) -> None:
+    emails = [f"lead{n}@example.com" for n in range(4)]
+    rig.add(*emails)
+    faults = [
+        Fault("RCPT", f"550 5.1.1 no such user {n}", recipient=e) for n, e in enumerate(emails)
+    ]
+    with FaultServer(*faults) as server:
+        report = rig.run(server.port)
+    assert (report.bounced, report.stopped) == (4, None), report
+
+
+@pytest.mark.slow
+def test_leads_bounced_by_mistake_are_reactivated_by_run_or_by_lead(rig: Rig) -> None:
+    rig.add("gone@example.com")
+    with FaultServer(
+        Fault("RCPT", "550 5.1.1 no such user", recipient="gone@example.com")
+    ) as server:
+        assert rig.run(server.port).bounced == 1
+    emails = [f"lead{n}@example.com" for n in range(6)]
+    report = refuse_everyone(rig, emails)
+    assert report.bounced == SAME_REFUSAL_STREAK - 1 and report.run_id, report
+    base = ["--schedule", str(rig.schedule_path), "--db", rig.url, "leads", "reactivate"]
+    moment = ["--now", rig.clock.now.isoformat()]
+    result = run_py(*base, "--run", report.run_id, *moment, expect=0)
+    assert f"reactivated {SAME_REFUSAL_STREAK - 1} " in result.stdout, result.stdout
+    assert [rig.lead_status(e) for e in emails] == ["active"] * len(emails)
+    assert rig.lead_status("gone@example.com") == "bounced"  # another run's bounce stays
+    # Nothing left to undo: a second time changes nothing and says so.
+    again = run_py(*base, "--run", report.run_id, *moment, expect=1)
+    assert "no bounced lead" in again.stderr, again.stderr
+    with FaultServer() as server:
+        report = rig.run(server.port)
+        assert report.sent == len(emails), report
+        assert sorted(m.recipients[0] for m in server.messages) == emails
+    result = run_py(*base, "gone@example.com", *moment, expect=0)
+    assert "reactivated 1 " in result.stdout, result.stdout
+    assert rig.lead_status("gone@example.com") == "active"
+    assert rig.row("gone@example.com")["status"] == "pending"
+    assert rig.row("gone@example.com")["attempts"] == 0
+
+
 # --- the whole account is refused ---------------------------------------------------------
 
 ACCOUNT = {
@@ -235,7 +422,7 @@ ACCOUNT = {
 
 
 @pytest.mark.parametrize("case", list(ACCOUNT))
-def test_account_refused_stops_the_batch_and_the_next_run_tries_again(
+def test_account_refused_stops_the_batch_and_a_run_after_the_back_off_tries_again(
     rig: Rig, case: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     faults, code = ACCOUNT[case]
@@ -254,8 +441,11 @@ def test_account_refused_stops_the_batch_and_the_next_run_tries_again(
         assert server.messages == []
         loud = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert any(f"code={code}" in r.getMessage() for r in loud), caplog.text
-        # Once the account is fixed, the next run sends everything, each in one attempt.
+        # The sender backs off; once the account is fixed, the first run after the back-off
+        # sends everything, each in one attempt.
         server.handler.faults.clear()
+        assert rig.run(server.port).sent == 0
+        rig.clock.advance(BREAKER_FIRST)
         report = rig.run(server.port)
         assert report.sent == 3 and report.stopped is None, report
         assert [rig.row(e)["attempts"] for e in emails] == [1, 1, 1]
@@ -324,12 +514,12 @@ def test_mixed_outcomes_on_one_connection_are_handled_one_by_one(rig: Rig) -> No
         assert rig.lead_status(email) == lead_status, email
 
 
-def test_server_down_costs_one_attempt_per_run_not_one_per_message(rig: Rig) -> None:
+def test_server_down_costs_no_attempt(rig: Rig) -> None:
     emails = [f"lead{n}@example.com" for n in range(5)]
     rig.add(*emails)
     report = rig.run(free_port())
     assert report.stopped and "cannot connect" in report.stopped, report
-    assert [rig.row(e)["attempts"] for e in emails] == [1, 0, 0, 0, 0]
+    assert [rig.row(e)["attempts"] for e in emails] == [0, 0, 0, 0, 0]
     assert all(rig.row(e)["status"] == "pending" for e in emails)
     with FaultServer() as server:
         rig.clock.advance(timedelta(minutes=5))

@@ -582,3 +582,19 @@ def test_access_log_keeps_only_the_start_of_a_token():
     line = record.getMessage()
     assert token not in line
     assert "/u/eyJhbG…" in line
+
+
+def test_an_address_in_other_letter_case_is_the_same_lead_over_http(web: Web) -> None:
+    """The same mailbox typed twice in different case is one lead, mailed once, and the
+    booking system finds it whichever case it uses; the address keeps the case first typed."""
+    first = web.signup("Ana.Maria@Example.com", first_name="Ana")
+    assert first.status_code == 201, first.text
+    again = web.signup("ana.maria@example.COM", first_name="Ana")
+    assert again.status_code == 200, again.text
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["email"] == "Ana.Maria@example.com"
+    messages = web.send()
+    assert [str(m["To"].addresses[0].addr_spec) for m in messages] == ["Ana.Maria@example.com"]
+    answer = web.client.post("/leads/ANA.MARIA@EXAMPLE.COM/converted", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["id"], answer.json()["status"]) == (first.json()["id"], "converted")
