@@ -9,17 +9,37 @@ lose one, or get one earlier or later, and by how much.
 
 from __future__ import annotations
 
+import difflib
+import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
 from campaign.authoring.timeline import LeadPlan, lead_emails, plan_in_force
-from campaign.config.schedule import Schedule, SendWindow, format_clock, format_delay
+from campaign.config.schedule import (
+    LoadedSchedule,
+    Schedule,
+    SendWindow,
+    format_clock,
+    format_delay,
+    step_label,
+)
+from campaign.rendering.renderer import CompiledStep, Renderer
 from campaign.store import Store
 
 SeriesKind = Literal[
-    "campaign", "timezone", "window", "added", "removed", "delay", "order", "subject", "template"
+    "campaign",
+    "timezone",
+    "window",
+    "added",
+    "removed",
+    "delay",
+    "order",
+    "subject",
+    "preheader",
+    "template",
 ]
 LeadKind = Literal["new", "lost", "moved"]
 
@@ -97,6 +117,8 @@ def _settings_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
 
 
 def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
+    """Added, removed, moved and re-timed steps, in the new order. Longer than most: one
+    branch per kind of change, each building its own line for the marketer."""
     old_days, new_days = nominal_days(old), nominal_days(new)
     old_ids = [s.id for s in old.steps]
     new_ids = [s.id for s in new.steps]
@@ -132,6 +154,10 @@ def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
             changes.append(
                 SeriesChange("subject", step.id, f"{before.subject!r} -> {step.subject!r}")
             )
+        if before.preheader != step.preheader:
+            changes.append(
+                SeriesChange("preheader", step.id, f"{before.preheader!r} -> {step.preheader!r}")
+            )
         if before.template != step.template:
             changes.append(
                 SeriesChange("template", step.id, f"{before.template} -> {step.template}")
@@ -151,6 +177,77 @@ def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
 def series_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
     """Every difference that matters to a lead: settings first, then steps in new order."""
     return _settings_changes(old, new) + _step_changes(old, new)
+
+
+@dataclass(frozen=True)
+class TextChange:
+    """An email whose words change, as a lead reads them (its text part): a template edit,
+    or a schedule edit that changes what a teaser or a recap says."""
+
+    step: str  # "step 3 (process)", numbered in the new series
+    lines: tuple[str, ...]  # "- " removed, "+ " added, "  " context, "…" between runs
+
+
+def readable_text(compiled: CompiledStep) -> str:
+    """A step's text part with each lead's values shown by name and links as their target."""
+
+    def name(match: re.Match[str]) -> str:
+        field = compiled.placeholders[int(match.group(1))]
+        if field.startswith("click."):
+            return compiled.urls[int(field.removeprefix("click."))]
+        return "{" + field + "}"
+
+    return compiled.placeholder.sub(name, compiled.text)
+
+
+def _paragraphs(text: str) -> list[str]:
+    """The text's paragraphs, unwrapped; each list item is one, shown as "• item" so that
+    it cannot pass for a diff's "- "."""
+    units: list[str] = []
+    for block in re.split(r"\n\s*\n", text):
+        lines: list[str] = []
+        for line in block.splitlines():
+            if re.match(r"\s*[-*] ", line) and lines:
+                units.append(" ".join(" ".join(lines).split()))
+                lines = []
+            lines.append(re.sub(r"^\s*[-*] ", "• ", line))
+        if lines and " ".join(lines).strip():
+            units.append(" ".join(" ".join(lines).split()))
+    return units
+
+
+def _diff_lines(old: str, new: str, width: int = 100) -> tuple[str, ...]:
+    """A paragraph-level diff, each paragraph wrapped: a reflowed line is not a change."""
+    out: list[str] = []
+    diff = difflib.unified_diff(_paragraphs(old), _paragraphs(new), lineterm="", n=1)
+    for line in list(diff)[2:]:
+        if line.startswith("@@"):
+            if out:
+                out.append("…")
+            continue
+        mark = {"-": "- ", "+": "+ "}.get(line[:1], "  ")
+        out += textwrap.wrap(
+            line[1:],
+            width,
+            initial_indent=mark,
+            subsequent_indent="  ",
+            break_long_words=False,  # a link stays whole, on a line of its own
+            break_on_hyphens=False,
+        )
+    return tuple(out)
+
+
+def text_changes(old: LoadedSchedule, new: LoadedSchedule) -> list[TextChange]:
+    """Every step in both series whose text part reads differently, in the new order."""
+    before = {c.step.id: readable_text(c) for c in Renderer(old).compile_all()}
+    changes = []
+    for compiled in Renderer(new).compile_all():
+        text = before.get(compiled.step.id)
+        after = readable_text(compiled)
+        if text is not None and text != after:
+            label = step_label(compiled.number, compiled.step.id)
+            changes.append(TextChange(label, _diff_lines(text, after)))
+    return changes
 
 
 def lead_changes(

@@ -23,7 +23,14 @@ import lxml.html
 import yaml
 from markdown_it import MarkdownIt
 
-from campaign.config.schedule import Schedule, format_clock, format_delay, load_schedule
+from campaign.config.schedule import (
+    INHERITED_FIELDS,
+    Schedule,
+    format_clock,
+    format_delay,
+    load_schedule,
+    setting_value,
+)
 from campaign.rendering.renderer import Renderer
 
 LAYOUT = "layout.html.j2"
@@ -31,7 +38,17 @@ DEFAULT_STEPS = 4
 WEEK = "7d"
 MAX_HEADING_WORDS = 12
 MAX_HEADING_CHARS = 90
-SUBJECT_CHARS = 120
+SUBJECT_CHARS = 60  # inboxes cut a subject at about 60 characters
+# Article words per email: with the greeting, teaser, booking note and footer a draft email
+# stays under ~350 words, about as much as readers finish.
+BODY_WORDS = 210
+_STOPWORDS = frozenset(
+    {"a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "how"}
+    | {"in", "is", "it", "of", "on", "or", "the", "to", "what", "when", "why", "with", "you"}
+    | {"your"}
+)
+_BULLET = re.compile(r"^(?:[-*•–]|(\d{1,2})[.)])\s+(.*)$")
+_UNDERLINE = re.compile(r"^(=+|-+)$")
 PREHEADER_CHARS = 110
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _LABELLED = re.compile(r"^([A-Z][^:.!?]{0,40}):\s+(\S.*)$")
@@ -103,10 +120,24 @@ def _one_line(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def slug(text: str, words: int = 4) -> str:
+def slug(text: str, words: int = 3) -> str:
+    """A step id that reads well: the heading's first few words that carry meaning
+    (`Types of Back Pain Addressed` → `types-back-pain`)."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    parts = re.findall(r"[a-z0-9]+", ascii_text.lower())[:words]
-    return "-".join(parts)[:40].strip("-") or "step"
+    found = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    meaningful = [word for word in found if word not in _STOPWORDS] or found
+    return "-".join(meaningful[:words])[:40].strip("-") or "step"
+
+
+def short_subject(text: str, limit: int = SUBJECT_CHARS) -> str:
+    """A subject of at most `limit` characters, a long one shortened at a word with "…"."""
+    text = _one_line(text, 10_000)
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:–—-") + "…"
 
 
 # -- plain text ----------------------------------------------------------------------------
@@ -140,11 +171,36 @@ def _text_paragraphs(text: str) -> list[str]:
     out = []
     for chunk in re.split(r"\n\s*\n", text.replace("\r\n", "\n")):
         lines = [line.strip() for line in chunk.splitlines() if line.strip()]
-        if len(lines) > 1 and (_heading_like(lines[0]) or _question_like(lines[0])):
+        if len(lines) > 1 and _UNDERLINE.match(lines[1]):  # a Setext heading: Title / =====
+            out.append(lines[0].rstrip(":"))
+            lines = lines[2:]
+        elif len(lines) > 1 and (_heading_like(lines[0]) or _question_like(lines[0])):
             out.append(lines.pop(0))
-        if lines:
+        if lines and _BULLET.match(lines[0]):
+            out.append("\n".join(_list_items(lines)))  # a list keeps one item a line
+        elif lines:
             out.append(" ".join(lines))
     return out
+
+
+def _list_items(lines: list[str]) -> list[str]:
+    """`- item` (or `*`, `•`, `1.`) lines as items; other lines continue the item above."""
+    items: list[str] = []
+    for line in lines:
+        if _BULLET.match(line) or not items:
+            items.append(line)
+        else:
+            items[-1] += " " + line
+    return items
+
+
+def _list_block(paragraph: str) -> Block | None:
+    """A paragraph of one `- item` a line as a list (numbered items: an ordered list)."""
+    matches = [_BULLET.match(line) for line in paragraph.split("\n")]
+    if "\n" not in paragraph or not all(matches):
+        return None
+    ordered = all(match[1] for match in matches if match)
+    return Block("ol" if ordered else "ul", tuple(_safe(m[2]) for m in matches if m))
 
 
 def _text_blocks(paragraphs: list[str]) -> list[Block]:
@@ -160,6 +216,11 @@ def _text_blocks(paragraphs: list[str]) -> list[Block]:
         run.clear()
 
     for paragraph in paragraphs:
+        listed = _list_block(paragraph)
+        if listed is not None:
+            flush()
+            blocks.append(listed)
+            continue
         match = _LABELLED.match(paragraph)
         if match and len(match[1].split()) <= 5:
             run.append(f"<strong>{_safe(match[1])}:</strong> {_safe(match[2])}")
@@ -194,7 +255,13 @@ def parse_text(text: str) -> Article:
     chunks: list[tuple[str | None, list[str]]] = [(None, [])]
     for index, paragraph in enumerate(paragraphs):
         following = paragraphs[index + 1] if index + 1 < len(paragraphs) else None
-        if following is not None and _heading_like(paragraph) and not _heading_like(following):
+        leads_in = paragraph.endswith(":") and following is not None and "\n" in following
+        if (
+            following is not None
+            and _heading_like(paragraph)
+            and not _heading_like(following)
+            and not leads_in  # "What to bring:" before a list introduces it
+        ):
             chunks.append((paragraph.rstrip(":").strip(), []))
         else:
             chunks[-1][1].append(paragraph)
@@ -370,18 +437,33 @@ def _unique(wanted: str, taken: set[str]) -> str:
     return candidate
 
 
+# The teaser names the next email from the schedule, so it stays true after any edit.
+TEASER = (
+    "{% if next_step %}<p><strong>Coming {{ next_step.when }}:</strong> "
+    "&ldquo;{{ next_step.subject }}&rdquo;{% if next_step.preheader %} &ndash; "
+    "{{ next_step.preheader }}{% endif %}</p>{% endif %}"
+)
+# The recap is the schedule's list of earlier emails, in the order they came.
+RECAP = "{% for earlier in earlier_steps %}\n  <li>{{ earlier.subject }}</li>\n{% endfor %}"
+
+
 def _content_body(
-    heading: str, intro: list[Block], sections: list[Section], next_subject: str
+    heading: str, intro: list[Block], sections: list[Section], article_url: str | None = None
 ) -> str:
-    """The intro (first email only), then each section; the first heading is the email's h1."""
+    """The intro (first email only), then each section; the first heading is the email's h1.
+    With the article's address, a link to read all of it."""
     parts = ["<p>Hi {{ lead.first_name }},</p>", f"<h1>{_safe(heading)}</h1>"]
     parts += [block.html() for block in intro]
     for index, section in enumerate(sections):
         if index or section.title != heading:
             parts.append(f"<h2>{_safe(section.title)}</h2>")
         parts += [block.html() for block in section.blocks]
+    if article_url is not None:
+        parts.append(
+            f'<p><a href="{_safe(article_url)}">Read the whole article</a> on our website.</p>'
+        )
     parts += [
-        f"<p><strong>Next week:</strong> {_safe(next_subject)}</p>",
+        TEASER,
         '<p class="note">Questions in the meantime? <a href="{{ links.booking }}">Book a '
         "session</a> or just reply to this email.</p>",
         "<p>Warmly,<br>\n{{ clinic.name }}</p>",
@@ -389,11 +471,8 @@ def _content_body(
     return "\n\n".join(parts)
 
 
-def _booking_body(title: str, steps: list[DraftStep]) -> str:
-    recap = "\n".join(
-        f"  <li><strong>Week {number}:</strong> {_safe(step.subject)}</li>"
-        for number, step in enumerate(steps, 1)
-    )
+def _booking_body(title: str) -> str:
+    recap = RECAP
     topic = f" on &ldquo;{_safe(title)}&rdquo;" if title else ""
     return "\n".join(
         [
@@ -413,41 +492,112 @@ def _booking_body(title: str, steps: list[DraftStep]) -> str:
             '<td class="button-cell"><a class="button" href="{{ links.booking }}">Book your first '
             "visit</a></td></tr></table>",
             "",
-            '<p class="note">Or open this link: <a href="{{ links.booking }}">{{ links.booking }}'
-            "</a></p>",
+            # Words, not the address: filters flag an address shown over a tracked link.
+            '<p class="note html-only">Button not showing? <a href="{{ links.booking }}">Book '
+            "your visit on our website</a>.</p>",
             "",
             "<p>Warmly,<br>\n{{ clinic.name }}</p>",
         ]
     )
 
 
+def _split_block(block: Block, budget: int) -> list[Block]:
+    """A paragraph longer than an email's budget as several, at sentence ends."""
+    if block.kind != "p" or block.words <= budget:
+        return [block]
+    pieces: list[list[str]] = [[]]
+    for sentence in re.split(r"(?<=[.!?])\s+", block.parts[0]):
+        if pieces[-1] and len(_plain(" ".join([*pieces[-1], sentence])).split()) > budget:
+            pieces.append([])
+        pieces[-1].append(sentence)
+    return [Block("p", (" ".join(piece),)) for piece in pieces]
+
+
+def _split_section(section: Section, budget: int) -> list[Section]:
+    """A section longer than an email's budget as parts ("…, part 2") at paragraph ends."""
+    blocks = [piece for block in section.blocks for piece in _split_block(block, budget)]
+    parts = [Section(section.title)]
+    for block in blocks:
+        if parts[-1].blocks and parts[-1].words + block.words > budget:
+            parts.append(Section(f"{section.title}, part {len(parts) + 1}"))
+        parts[-1].blocks.append(block)
+    return parts
+
+
+def _runs(weights: list[int], wanted: int, budget: int | None) -> list[tuple[int, int]]:
+    """`wanted` even runs; with a budget, as many more as it takes to keep each within it."""
+    groups = max(1, min(wanted, len(weights)))
+    runs = group_sections(weights, groups)
+    while budget is not None and groups < len(weights):
+        if max(sum(weights[start:end]) for start, end in runs) <= budget:
+            break
+        groups += 1
+        runs = group_sections(weights, groups)
+    return runs
+
+
+def _within(sections: list[Section], budget: int) -> list[Section]:
+    """The sections that fit in one email's budget (the first always, cut at a block)."""
+    kept: list[Section] = []
+    used = 0
+    for section in sections:
+        blocks: list[Block] = []
+        for block in section.blocks:
+            if used + block.words > budget and (blocks or kept):
+                break
+            blocks.append(block)
+            used += block.words
+        if blocks or not kept:
+            kept.append(Section(section.title, blocks))
+        if len(blocks) < len(section.blocks):
+            break
+    return kept
+
+
 def draft_steps(
-    article: Article, clinic: str, content_steps: int = DEFAULT_STEPS
+    article: Article,
+    clinic: str,
+    content_steps: int = DEFAULT_STEPS,
+    article_url: str | None = None,
 ) -> list[DraftStep]:
-    """One step per group of sections, subjects from headings, then a booking step."""
-    weights = [s.words for s in article.sections]
-    weights[0] += sum(block.words for block in article.intro)
-    runs = group_sections(weights, content_steps)
+    """One step per group of sections, subjects from headings, then a booking step.
+
+    Each email keeps to about `BODY_WORDS` of the article: with `article_url` the rest of a
+    group is left to a "read the whole article" link; without it the article is spread over
+    more steps than asked for rather than cut.
+    """
+    intro_words = sum(block.words for block in article.intro)
+    if article_url is None:
+        sections = [
+            part
+            for section in article.sections
+            for part in _split_section(section, max(BODY_WORDS - intro_words, BODY_WORDS // 3))
+        ]
+    else:
+        sections = article.sections
+    weights = [s.words for s in sections]
+    weights[0] += intro_words
+    runs = _runs(weights, content_steps, None if article_url else BODY_WORDS)
     taken: set[str] = {"booking"}
-    heads = []
-    for number, (start, end) in enumerate(runs):
-        group = article.sections[start:end]
-        subject = article.title if number == 0 and article.title else group[0].title
-        heads.append(
-            (_unique(slug(group[0].title), taken), _one_line(subject, SUBJECT_CHARS), group)
-        )
     steps = []
-    for number, (step_id, subject, group) in enumerate(heads):
+    for number, (start, end) in enumerate(runs):
+        group = sections[start:end]
         intro = article.intro if number == 0 else []
-        following = heads[number + 1][1] if number + 1 < len(heads) else "how to book your visit"
+        if article_url is not None:
+            group = _within(group, max(BODY_WORDS - intro_words, 0))
+        heading = article.title if number == 0 and article.title else group[0].title
         preheader = _first_sentence(intro + [b for s in group for b in s.blocks])
-        body = _content_body(subject, intro, group, following)
-        steps.append(DraftStep(step_id, subject, preheader, body))
+        body = _content_body(heading, intro, group, article_url)
+        step_id = _unique(slug(group[0].title), taken)
+        steps.append(DraftStep(step_id, short_subject(heading), preheader, body))
+    booking_subject = f"Ready when you are: book your first visit with {clinic}"
+    if len(booking_subject) > SUBJECT_CHARS:
+        booking_subject = "Ready when you are: book your first visit"
     booking = DraftStep(
         "booking",
-        _one_line(f"Ready when you are: book your first visit with {clinic}", SUBJECT_CHARS),
+        short_subject(booking_subject),
         "What we covered, and how to book your first visit.",
-        _booking_body(article.title, steps),
+        _booking_body(article.title),
     )
     return [*steps, booking]
 
@@ -502,6 +652,11 @@ def _settings(base: Schedule, campaign_id: str) -> dict:
             "max_age": format_delay(base.retry.max_age),
         },
         "utm": utm,
+        # Copied from another series: `schedule check` asks for a review of each value until
+        # it is changed here or its line below is deleted.
+        "inherited": {
+            name: value for name in INHERITED_FIELDS if (value := setting_value(base, name))
+        },
     }
 
 
@@ -509,6 +664,11 @@ def draft_delay(index: int) -> str:
     """The draft's delay for its step at `index`: the first email goes out at signup, each
     later one a week after the one before."""
     return "0d" if index == 0 else WEEK
+
+
+def _series_name(article: Article) -> str:
+    """The article's title, else its first heading: leads never see the internal id."""
+    return article.title or article.sections[0].title
 
 
 def schedule_text(
@@ -521,7 +681,8 @@ def schedule_text(
     base_name: str,
 ) -> str:
     data = {
-        "campaign": {"id": campaign_id, "name": _one_line(article.title or campaign_id, 200)},
+        # The name is what leads see ("you signed up for …"); never the internal id.
+        "campaign": {"id": campaign_id, "name": _one_line(_series_name(article), 200)},
         "templates": templates,
         **_settings(base, campaign_id),
         "steps": [
@@ -537,7 +698,8 @@ def schedule_text(
     }
     header = [
         f"# Draft series made from {source} by `python run.py new-series`.",
-        f"# Sender, clinic, send window and limits were copied from {base_name}.",
+        f"# Sender, clinic, send window and limits were copied from {base_name}: `schedule",
+        "# check` warns about each value listed under inherited: until you change it there.",
         f"# Edit the subjects below and the emails in {templates}/, then run:",
         f"#   python run.py --schedule {campaign_id}.yaml schedule check",
         f"#   python run.py --schedule {campaign_id}.yaml preview --serve",
@@ -569,10 +731,12 @@ def write_series(
     *,
     steps: int = DEFAULT_STEPS,
     force: bool = False,
+    article_url: str | None = None,
 ) -> Written:
     """Write `OUT/ID.yaml` and `OUT/templates/ID/`, then prove the draft loads and renders.
 
-    Nothing is written if any of those files exists, unless `force`.
+    Nothing is written if any of those files exists, unless `force`. Longer than most: the
+    checks, the writing and the proof, in the order a marketer would do them by hand.
     """
     if not _ID.match(campaign_id):
         raise NewSeriesError(f"--id {campaign_id!r}: use lower-case letters, digits and dashes")
@@ -581,7 +745,9 @@ def write_series(
     if not layout.is_file():
         raise NewSeriesError(f"{layout.name} not found beside the templates of {base_schedule}")
     article = read_article(article_path)
-    drafted = draft_steps(article, base.schedule.clinic.name, steps)
+    if article_url is not None and not re.match(r"^https?://[^\s\"'<>]+$", article_url):
+        raise NewSeriesError(f"--article-url {article_url!r}: give a full https:// address")
+    drafted = draft_steps(article, base.schedule.clinic.name, steps, article_url)
     templates_dir = out / "templates" / campaign_id
     schedule_path = out / f"{campaign_id}.yaml"
     targets = [

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from campaign.authoring import spamcheck
 from campaign.authoring.preview import SAMPLE_LEAD, write_preview
 from campaign.authoring.report import METRICS, STAGES, Funnel, build_funnel, render_html
 from campaign.cli.app import (
@@ -36,13 +37,30 @@ def schedule() -> None:
 
 
 @command(schedule, "check")
-def schedule_check(app: AppContext) -> None:
-    """Validate the schedule and render every step; exit 2 on any problem."""
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 2), for CI.")
+def schedule_check(app: AppContext, strict: bool) -> None:
+    """Validate the schedule and render every step; exit 2 on any problem.
+
+    Warnings (long subjects, missing preheaders, long emails, a "next week" the delays
+    contradict, settings copied from another series) are printed and exit 0 unless --strict.
+    """
+    from campaign.authoring.checks import all_warnings
+
     renderer = app.renderer()
     sched = renderer.schedule
+    warnings = all_warnings(renderer)
+    for warning in warnings:
+        label = "[bold red]error[/]" if strict else "[yellow]warning[/]"
+        console.print(f"{label} {warning}", highlight=False, soft_wrap=True)
+    if strict and warnings:
+        errors.print(
+            f"[bold red]{len(warnings)} warning(s), errors under --strict[/]", highlight=False
+        )
+        sys.exit(2)
     console.print(
         f"[green]ok[/] {app.schedule_path}: campaign [bold]{sched.campaign.id}[/], "
         f"{len(sched.steps)} steps, templates in {sched.templates}/"
+        + (f", {len(warnings)} warning(s)" if warnings else "")
     )
 
 
@@ -60,8 +78,20 @@ def schedule_check(app: AppContext) -> None:
     "--serve", is_flag=True, help="Serve a live preview on 127.0.0.1 instead of writing files."
 )
 @click.option("--port", type=int, default=8025, show_default=True, help="Port for --serve.")
+@click.option(
+    "--spam-score/--no-spam-score",
+    default=True,
+    show_default=True,
+    help="Print SpamAssassin's score of each email (when installed; a few seconds).",
+)
 def preview(
-    app: AppContext, out: Path, lead_email: str | None, name: str | None, serve: bool, port: int
+    app: AppContext,
+    out: Path,
+    lead_email: str | None,
+    name: str | None,
+    serve: bool,
+    port: int,
+    spam_score: bool,
 ) -> None:
     """Write every step, rendered, to files (or --serve them). Nothing is sent."""
     if serve:
@@ -75,6 +105,35 @@ def preview(
     signer = LinkSigner(settings.base_url(), settings.secret_key(required=False))
     written = write_preview(renderer, out, lead, signer)
     console.print(f"wrote {len(written)} files; open [bold]{out / 'index.html'}[/]")
+    if spam_score:
+        print_spam_scores([path for path in written if path.suffix == ".eml"])
+
+
+def print_spam_scores(emails: list[Path]) -> None:
+    """SpamAssassin's score of each previewed email (local rules only), counting the rules
+    the templates and the engine control; 0.0 is the aim. Skipped when it is not installed."""
+    if spamcheck.available() is None:
+        console.print(
+            "spam scores: install SpamAssassin to see each email's "
+            "(Debian: apt-get install spamassassin)",
+            highlight=False,
+        )
+        return
+    try:
+        verdicts = spamcheck.check_all([path.read_bytes() for path in emails])
+    except spamcheck.SpamCheckError as exc:
+        errors.print(f"[yellow]spam scores unavailable:[/] {exc}", highlight=False)
+        return
+    console.print(
+        "SpamAssassin, local tests (rules about relays, DKIM and SPF left out):", highlight=False
+    )
+    width = max(len(path.stem) for path in emails)
+    for path, verdict in zip(emails, verdicts, strict=True):
+        colour = "green" if verdict.engine_score == 0 and not verdict.engine_rules else "red"
+        console.print(
+            f"  {path.stem:<{width}}  spam score [{colour}]{verdict.summary()}[/]",
+            highlight=False,
+        )
 
 
 def serve_preview(app: AppContext, port: int) -> None:
@@ -160,8 +219,20 @@ def print_funnel(console: Console, funnel: Funnel, bar_width: int = 30) -> None:
     help="How many content emails (a booking email follows).",
 )
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@click.option(
+    "--article-url",
+    default=None,
+    help="The article's web address: each email keeps to ~350 words and links to the rest "
+    "(without it, a long article is spread over more steps).",
+)
 def new_series(
-    app: AppContext, article: Path, campaign_id: str, out: Path, steps: int, force: bool
+    app: AppContext,
+    article: Path,
+    campaign_id: str,
+    out: Path,
+    steps: int,
+    force: bool,
+    article_url: str | None,
 ) -> None:
     """Draft a weekly series from an article (.txt, .md or .html), split at its headings.
 
@@ -171,7 +242,13 @@ def new_series(
 
     try:
         written = write_series(
-            article, campaign_id, out, app.schedule_path, steps=steps, force=force
+            article,
+            campaign_id,
+            out,
+            app.schedule_path,
+            steps=steps,
+            force=force,
+            article_url=article_url,
         )
     except NewSeriesError as exc:
         errors.print(f"[bold red]new-series:[/] {exc}", highlight=False)

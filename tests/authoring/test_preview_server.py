@@ -9,49 +9,29 @@ template shows its file and line on the page.
 
 from __future__ import annotations
 
-import shutil
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from campaign.authoring.preview_server import LivePreview, create_app
 from campaign.config.schedule import load_schedule
 from campaign.devtools.catcher import free_port
 from campaign.store import Store
+from harness.browser import NEEDS_CHROMIUM, launched_chromium, png_size
 from harness.cli import start_run_py
 from harness.clock import utc
 from harness.engine import enroll
 from harness.mail import signer
 from harness.web import serving, wait_listening
 
-CHROMIUM = shutil.which("chromium") or next(
-    (p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 WIDTHS = {"desktop": 600, "mobile": 375}
 FRAME_HEIGHT = 760  # the page's CSS height for the email frames
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        CHROMIUM is None,
-        reason="chromium not found (Debian: apt-get install chromium; .ci/run does)",
-    ),
-]
+pytestmark = NEEDS_CHROMIUM
 
 
 @dataclass
@@ -64,10 +44,7 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+    yield from launched_chromium()
 
 
 @pytest.fixture
@@ -98,11 +75,6 @@ def page(browser: Browser, base_url: str) -> Iterator[tuple[Page, Watched]]:
     tab.on("response", lambda r: r.status >= 400 and watched.failed.append(f"{r.url} {r.status}"))
     yield tab, watched
     context.close()
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data.startswith(PNG_SIGNATURE), "not a PNG"
-    return struct.unpack(">II", data[16:24])
 
 
 def blank_frame_png(browser: Browser, width: int) -> bytes:
