@@ -27,6 +27,8 @@ class LeadStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     CONVERTED = "converted"
+    COMPLAINED = "complained"  # reported an email as spam (ARF): never mailed again
+    REPLIED = "replied"  # wrote back; the series stops (`exit_on: replied`)
     # A second row for an address already held in other letter case, kept as history when
     # the schema migration made addresses case-insensitive (store/schema.py); never mailed.
     MERGED = "merged"
@@ -36,6 +38,7 @@ class EnrollmentState(enum.StrEnum):
     """A lead's place in one series, apart from the lead's own status."""
 
     ACTIVE = "active"
+    EXITED = "exited"  # the lead left: unsubscribed, bounced, booked, merged
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -57,6 +60,17 @@ QUEUED = frozenset({DeliveryStatus.PENDING, DeliveryStatus.CLAIMED})
 NOT_HISTORY = frozenset({*QUEUED, DeliveryStatus.CANCELLED})
 # Outcomes after which a step counts as passed: sent, given up on, or in doubt.
 PASSED = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN})
+
+# The double opt-in email's step id. Its delivery rows share the queue with the series but
+# are not part of it: they go to `pending` leads only, and never count as a step passed.
+CONFIRM_STEP = "confirm"
+
+
+class Confirmation(enum.StrEnum):
+    """What a double opt-in signup did about the confirmation email (`POST /leads` says)."""
+
+    QUEUED = "queued"  # one is waiting for the sender: just queued, or queued before
+    RECENTLY_SENT = "recently sent"  # one was dealt with moments ago: not again so soon
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from campaign.config.schedule import Schedule, SendWindow, Step
-from campaign.model import PASSED, DeliveryStatus, LeadState, PlannedDelivery
+from campaign.model import CONFIRM_STEP, PASSED, DeliveryStatus, LeadState, PlannedDelivery
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,12 @@ def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
     if any(a.status == DeliveryStatus.SENDING for a in lead.history):
         return None  # a message is in flight; its outcome decides what comes next
     positions = {step.id: index for index, step in enumerate(schedule.steps)}
-    passed = [a for a in lead.history if a.status in PASSED]
+    # The confirmation email is not a step of the series: the series starts when the lead
+    # confirms (its enrollment), not when that email went out.
+    series = [a for a in lead.history if a.step_id != CONFIRM_STEP]
+    passed = [a for a in series if a.status in PASSED]
     reached = max((positions[a.step_id] for a in passed if a.step_id in positions), default=-1)
-    done = {a.step_id for a in lead.history}
+    done = {a.step_id for a in series}
     for position in range(reached + 1, len(schedule.steps)):
         step = schedule.steps[position]
         if step.id in done:  # already attempted (e.g. reordered schedule): never twice

@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -33,7 +34,7 @@ from campaign.config.schedule import LoadedSchedule, ScheduleError, load_schedul
 from campaign.config.settings import SettingsError
 from campaign.rendering.renderer import Renderer, TemplateProblem
 from campaign.store import DatabaseError, Store, StoreError
-from campaign.store.location import database_missing
+from campaign.store.location import database_missing, database_state
 
 # Not a terminal (CI logs, pipes): Rich would assume 80 columns and wrap tables; allow wider.
 _WIDTH = None if sys.stdout.isatty() else 140
@@ -70,8 +71,13 @@ def user_errors() -> Iterator[None]:
     except TemplateProblem as exc:
         errors.print(f"[bold red]template error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except SettingsError as exc:
-        errors.print(f"[bold red]setting error:[/] {exc}", highlight=False)
+    except SettingsError as exc:  # values are escaped: a setting may hold `[` or `]`
+        if len(exc.problems) > 1:
+            errors.print(f"[bold red]{len(exc.problems)} problems in the settings:[/]")
+            for problem in exc.problems:
+                errors.print(f"  {problem}", markup=False, highlight=False)
+        else:
+            errors.print(f"[bold red]setting error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
     except DatabaseError as exc:  # the database failed mid-command: disk full, read-only, gone
         errors.print(
@@ -116,6 +122,8 @@ def command(group: click.Group, *args: Any, **kwargs: Any) -> Callable:
 @click.pass_context
 def main(ctx: click.Context, schedule_path: Path, db_url: str | None) -> None:
     """An email nurture campaign engine: a timed drip series from one schedule file."""
+    with user_errors():  # every setting, before any command touches a file or a server
+        settings.check_environment(db_url)
     ctx.obj = AppContext(schedule_path, db_url)
 
 
@@ -126,9 +134,30 @@ def _open(url: str, *, create: bool) -> Store:
         raise SettingsError(f"cannot open the database: {exc}") from exc
 
 
-def open_store(app: AppContext) -> Store:
-    """The store, created on first use: for the commands that add leads or send."""
-    return _open(settings.database_url(app.db_url), create=True)
+def open_store(app: AppContext, *, create_missing: bool = False) -> Store:
+    """The store, its tables brought up to date, for the commands that write.
+
+    Only the commands that take leads in (`create_missing`) may create a new SQLite file:
+    `status` or `send-due` run in the wrong folder would otherwise leave an empty database
+    there and report an empty campaign, hiding the real one.
+    """
+    url = settings.database_url(app.db_url)
+    if not database_missing(url):
+        return _open(url, create=True)
+    if not create_missing:
+        raise SettingsError(no_database(url))
+    store = _open(url, create=True)
+    errors.print(f"created a new database at {url}", markup=False, highlight=False)
+    return store
+
+
+def no_database(url: str) -> str:
+    """Why a command that needs leads cannot run, and the commands that make a database."""
+    return (
+        f"no database at {url} ({database_state(url)}). Run this command where the campaign's "
+        "database is, or point --db / CAMPAIGN_DB at it; a new one is created by adding "
+        "leads (`run.py leads add EMAIL`, `leads import FILE.csv`) or by starting `run.py web`"
+    )
 
 
 def existing_store(app: AppContext, *, migrate: bool = False) -> Store:

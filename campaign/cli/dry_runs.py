@@ -20,8 +20,10 @@ from campaign.authoring.diff import (
     LeadChange,
     SeriesChange,
     StoreDiff,
+    TextChange,
     series_changes,
     store_changes,
+    text_changes,
 )
 from campaign.authoring.timeline import (
     Period,
@@ -229,9 +231,10 @@ def schedule_diff(
     if len(files) > 2:
         raise click.UsageError("give NEW, or OLD and NEW")
     old_path, new_path = (app.schedule_path, files[0]) if len(files) == 1 else files
-    old, new = load_schedule(old_path).schedule, load_schedule(new_path).schedule
+    old_loaded, new_loaded = load_schedule(old_path), load_schedule(new_path)
+    old, new = old_loaded.schedule, new_loaded.schedule
     console.print(f"[bold]{old_path} -> {new_path}[/]", highlight=False)
-    print_series(console, series_changes(old, new))
+    print_series(console, series_changes(old, new), text_changes(old_loaded, new_loaded))
     store = None if use_db is False else existing_store(app) if use_db else store_if_any(app)
     if store is None:
         console.print("no database: compared the series as written only (--db to require one)")
@@ -346,13 +349,28 @@ def signed_delay(delta: timedelta) -> str:
     return sign + format_delay(abs(delta))
 
 
-def print_series(console: Console, changes: Sequence[SeriesChange]) -> None:
-    if not changes:
-        console.print("the series is the same (steps, delays, window, subjects, templates)")
+def print_series(
+    console: Console, changes: Sequence[SeriesChange], texts: Sequence[TextChange] = ()
+) -> None:
+    """The changes to the series as written, then the text of each email that reads
+    differently (a template edit, or a teaser that follows a moved step)."""
+    if not changes and not texts:
+        console.print(
+            "the series is the same (steps, delays, window, subjects, preheaders, templates "
+            "and the text of every email)"
+        )
         return
-    console.print(f"[bold]{len(changes)} change(s) to the series as written:[/]")
+    if changes:
+        console.print(f"[bold]{len(changes)} change(s) to the series as written:[/]")
     for change in changes:
         console.print(f"  {change}", markup=False, highlight=False)
+    for text in texts:
+        console.print(f"text of {text.step}, as a lead reads it:", markup=False, highlight=False)
+        for line in text.lines:
+            style = "red" if line.startswith("- ") else "green" if line.startswith("+ ") else ""
+            console.print(
+                f"  {line}", style=style or None, markup=False, highlight=False, soft_wrap=True
+            )
 
 
 def _shift_range(changes: Iterable[LeadChange]) -> str:

@@ -50,7 +50,7 @@ def leads_add(
     except LeadError as exc:
         errors.print(f"[bold red]rejected:[/] {exc}", highlight=False)
         sys.exit(2)
-    store = open_store(app)
+    store = open_store(app, create_missing=True)
     lead_id, created = add_lead(store, loaded.schedule, lead, utc_now())
     if created:
         console.print(f"added lead {lead_id} <{lead.email}> to {loaded.schedule.campaign.id}")
@@ -67,7 +67,7 @@ def leads_import(app: AppContext, file: Path) -> None:
     Importing the same file again changes nothing.
     """
     loaded = app.load()
-    store = open_store(app)
+    store = open_store(app, create_missing=True)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

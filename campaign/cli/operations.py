@@ -123,12 +123,13 @@ def web(app: AppContext, host: str, port: int) -> None:
     from campaign.web.app import (  # only this command needs the web stack
         create_app,
         serve,
-        smtp_mailer,
     )
 
     app.renderer()
-    store = open_store(app)
+    settings.secret_key(required=True)  # before a new database is made for nothing
+    store = open_store(app, create_missing=True)  # signups arrive here: it takes leads in
     engine = Engine.from_env(app.schedule_path, store)
+    engine.renderer()  # compiled before the first request; later edits in the background
     token = settings.api_token()
     if not engine.signer.base_url.startswith("https://"):
         errors.print(
@@ -144,7 +145,7 @@ def web(app: AppContext, host: str, port: int) -> None:
         )
     log_to_stderr()
     serve(
-        create_app(store, engine.renderer, engine.signer, token, utc_now, smtp_mailer(engine.smtp)),
+        create_app(store, engine.serving_renderer, engine.signer, token, utc_now),
         host,
         port,
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from email.utils import getaddresses
+from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,12 +33,13 @@ from pydantic import (
     model_validator,
 )
 
+from campaign.model import CONFIRM_STEP  # the double opt-in email's id; no series step may use it
+
 MAX_SCHEDULE_BYTES = 1_000_000
 MAX_YAML_NODES = 50_000
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-EXIT_REASONS = ("converted", "unsubscribed", "bounced")
+EXIT_REASONS = ("converted", "unsubscribed", "bounced", "replied")
 ALWAYS_EXIT = ("unsubscribed", "bounced")
-CONFIRM_STEP = "confirm"  # the double opt-in email's id; no series step may use it
 _DELAY_PART = re.compile(r"(\d+)\s*([wdhm])")
 _DELAY_FULL = re.compile(r"^\s*(\d+\s*[wdhm]\s*)+$")
 _SLUG = r"^[a-z0-9][a-z0-9-]*$"
@@ -58,6 +60,53 @@ class ScheduleIssue:
         return (
             f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         )
+
+
+class WarningKind(StrEnum):
+    """What a warning is about. A warning never stops a send (`schedule check` exits 0), but
+    `schedule check --strict` makes each an error, for CI."""
+
+    LONG_SUBJECT = "long subject"  # inboxes cut a subject at about 60 characters
+    NO_PREHEADER = "no preheader"  # the inbox then shows the email's first words instead
+    LONG_PREHEADER = "long preheader"  # inboxes show about 100 characters
+    LONG_EMAIL = "long email"  # over ~350 words, readers stop reading
+    HEAVY_HTML = "heavy HTML"  # Gmail clips an HTML part over 102 KB
+    TIMING = "timing"  # the text names a time the schedule contradicts
+    INHERITED = "inherited"  # a value new-series copied from another series, not yet reviewed
+
+
+@dataclass(frozen=True)
+class ScheduleWarning:
+    """Something that will not break the series but a reader or a filter will notice, kept
+    apart from `ScheduleIssue` (an error) so nothing can mistake one for the other."""
+
+    kind: WarningKind
+    file: str
+    line: int | None
+    where: str  # "step 2 (pain-types)" or a setting like "sender.from"
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.file}:{self.line}" if self.line else self.file
+        return (
+            f"{place}: {self.where}: {self.message}" if self.where else f"{place}: {self.message}"
+        )
+
+
+MAX_SUBJECT = 60
+MAX_PREHEADER = 100
+INHERITED_FIELDS = (
+    "sender.from",
+    "sender.reply_to",
+    "clinic.name",
+    "clinic.postal_address",
+    "booking_url",
+)
+
+
+def step_label(number: int, step_id: str) -> str:
+    """A step as a marketer counts it: `step 2 (pain-types)`, from 1."""
+    return f"step {number} ({step_id})"
 
 
 class _FieldValueError(ValueError):
@@ -169,9 +218,34 @@ class CampaignInfo(_Model):
     name: Annotated[OneLine, Field(min_length=1, max_length=200)]
 
 
+def check_return_path(value: str) -> str:
+    """A bare ASCII `local@domain` without `+`: the engine writes `local+TOKEN@domain` (VERP),
+    so the local part must leave room for the token (64 characters in all, RFC 5321)."""
+    value = check_address(value)
+    local, _, domain = value.rpartition("@")
+    if value != value.strip() or "<" in value or not value.isascii() or "+" in local:
+        raise ValueError(
+            f"{value!r}: write a bare ASCII address without '+', like bounces@bounce.example.com"
+        )
+    if len(local) > 30 or not domain:
+        raise ValueError(f"{value!r}: the local part leaves no room for the delivery's token")
+    return value.lower()
+
+
 class Sender(_Model):
     from_: Annotated[Address, Field(alias="from")]
     reply_to: Address | None = None
+    # The envelope sender (MAIL FROM) as `local+TOKEN@domain`, naming the delivery, so that a
+    # bounce finds its lead even when its text is unreadable (campaign.inbound.verp).
+    return_path: Annotated[str, AfterValidator(check_return_path)] | None = None
+
+
+class Inbound(_Model):
+    """What mail that comes back does to a lead (campaign.inbound)."""
+
+    # Emails in a row (the lead's last ones sent) that each soft-bounced before the lead
+    # counts as bounced: a mailbox full for weeks is as good as gone.
+    soft_bounce_limit: Annotated[int, Field(ge=1, le=20)] = 3
 
 
 class Clinic(_Model):
@@ -262,9 +336,13 @@ class Schedule(_Model):
     exit_on: list[Literal[EXIT_REASONS]] = list(EXIT_REASONS)  # type: ignore[valid-type]
     rate_limit: RateLimit = RateLimit()
     retry: Retry = Retry()
+    inbound: Inbound = Inbound()
     utm: dict[str, OneLine] = Field(default_factory=dict)
     double_opt_in: bool = False
     confirm: Confirmation | None = None
+    # Settings new-series copied from another series, with the value copied: `schedule
+    # check` asks for a review of each while it still has that value.
+    inherited: dict[Literal[INHERITED_FIELDS], str] = Field(default_factory=dict)  # type: ignore[valid-type]
     steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
 
     @field_validator("exit_on")
@@ -275,7 +353,7 @@ class Schedule(_Model):
             raise ValueError(
                 f"must include {' and '.join(missing)}: mailing people who unsubscribed breaks "
                 "the law and mailing addresses that bounce ruins deliverability; only "
-                "converted may be left out (converted leads then keep getting the series)"
+                "converted and replied may be left out (such leads then keep getting the series)"
             )
         return reasons
 
@@ -477,7 +555,9 @@ def _template_issues(
 
 
 def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
-    """Validate schedule text; raise `ScheduleError` listing every problem."""
+    """Validate schedule text; raise `ScheduleError` listing every problem. Longer than
+    most: each stage (size, YAML, shape, cross-field rules) adds its problems to one list,
+    and splitting the stages would pass that list and the line reader through each."""
     if len(text.encode("utf-8", "replace")) > MAX_SCHEDULE_BYTES:
         raise ScheduleError(
             [ScheduleIssue(file, None, "", f"is larger than {MAX_SCHEDULE_BYTES // 1000} kB")]
@@ -546,3 +626,71 @@ def load_schedule(path: str | Path) -> LoadedSchedule:
         raise ScheduleError([issue]) from None
     schedule = parse_schedule(text, name, path.parent)
     return LoadedSchedule(schedule, path.resolve(), hashlib.sha256(raw).hexdigest())
+
+
+def setting_value(schedule: Schedule, dotted_name: str) -> str:
+    """A setting by its dotted name (`sender.from`), as text; empty when unset."""
+    value: Any = schedule
+    for part in dotted_name.split("."):
+        value = getattr(value, "from_" if part == "from" else part, None)
+    return "" if value is None else str(value)
+
+
+def _lines(loaded: LoadedSchedule) -> _Reader:
+    """The file read again for its lines only; it was valid a moment ago."""
+    reader = _Reader(loaded.path.name)
+    try:
+        node = yaml.compose(loaded.path.read_text(encoding="utf-8-sig"), Loader=yaml.SafeLoader)
+        if node is not None:
+            reader.read(node)
+    except (OSError, yaml.YAMLError, _TooLarge, ValueError):
+        pass  # changed under our feet: warnings then go without a line
+    return reader
+
+
+def schedule_warnings(loaded: LoadedSchedule) -> list[ScheduleWarning]:
+    """What the schedule file alone tells: subjects and preheaders that inboxes will cut or
+    miss, and values copied from another series that nobody has reviewed yet."""
+    schedule, reader = loaded.schedule, _lines(loaded)
+    file = reader.file
+    out: list[ScheduleWarning] = []
+
+    def warn(kind: WarningKind, path: Path_, where: str, message: str) -> None:
+        out.append(ScheduleWarning(kind, file, reader.line_of(path), where, message))
+
+    for index, step in enumerate(schedule.steps):
+        where = step_label(index + 1, step.id)
+        if len(step.subject) > MAX_SUBJECT:
+            warn(
+                WarningKind.LONG_SUBJECT,
+                ("steps", index, "subject"),
+                where,
+                f"the subject has {len(step.subject)} characters; inboxes cut it after about "
+                f"{MAX_SUBJECT}, so put what matters first or shorten it",
+            )
+        if not step.preheader.strip():
+            warn(
+                WarningKind.NO_PREHEADER,
+                ("steps", index),
+                where,
+                "no preheader: the inbox will show the email's first words beside the subject "
+                "instead; add a one-line summary as preheader:",
+            )
+        elif len(step.preheader) > MAX_PREHEADER:
+            warn(
+                WarningKind.LONG_PREHEADER,
+                ("steps", index, "preheader"),
+                where,
+                f"the preheader has {len(step.preheader)} characters; inboxes show about "
+                f"{MAX_PREHEADER}",
+            )
+    for name, copied in schedule.inherited.items():
+        if setting_value(schedule, name) == copied:
+            warn(
+                WarningKind.INHERITED,
+                tuple(name.split(".")),
+                name,
+                f"{copied!r} was copied from another series by new-series; check it is right "
+                f"for this one, then change it or delete its line under inherited:",
+            )
+    return sorted(out, key=lambda w: w.line or 0)

@@ -45,7 +45,8 @@ class Delivered:
 def run_demo(
     schedule_path: Path, out: Path, on_delivered: Callable[[Delivered], None] | None = None
 ) -> list[Delivered]:
-    """Enroll the sample leads, replay the series, and return every email as it landed."""
+    """Enroll the sample leads, replay the series, and return every email as it landed.
+    Longer than most: a script, read top to bottom, of what a new user's first run does."""
     out.mkdir(parents=True, exist_ok=True)
     db = out / "demo.db"
     for stale in out.glob("demo.db*"):

@@ -130,12 +130,16 @@ def add_lead(
 ) -> tuple[int, bool]:
     """Insert and enroll one lead; an address already known is left untouched.
 
-    A `pending` lead (double opt-in) gets no step planned until it confirms its address.
+    A `pending` lead (double opt-in) gets no step of the series planned until it confirms
+    its address, only the confirmation email, due now, queued in the same transaction: the
+    sender delivers it like any other email, so the caller never waits on SMTP.
     """
     store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     new = to_new_lead(lead, first_delivery(schedule, lead.timezone, now))
     if pending:
-        new = replace(new, first=None, status=LeadStatus.PENDING)
+        confirm = schedule.confirmation
+        first = PlannedDelivery(confirm.id, now) if confirm is not None else None
+        new = replace(new, first=first, status=LeadStatus.PENDING)
     return store.leads.add_leads([new], schedule.campaign.id, now)[0]
 
 
@@ -188,10 +192,27 @@ def _quoting_problem(error: csv.Error, lines: int) -> str:
     return f"cannot read this row: {error}"
 
 
+# What the exports of common email tools and spreadsheets call the columns the import reads.
+COLUMN_ALIASES = {
+    "email_address": "email",
+    "e-mail": "email",
+    "e-mail_address": "email",
+    "firstname": "first_name",
+    "given_name": "first_name",
+    "time_zone": "timezone",
+}
+
+
+def _column(name: str) -> str:
+    key = name.strip().lower().replace(" ", "_")
+    return COLUMN_ALIASES.get(key, key)
+
+
 def _header_columns(header: list[str]) -> list[str]:
-    """The header's names as the import uses them; two names that mean the same column would
-    silently overwrite each other's values, so the file is refused naming both."""
-    columns = [h.strip().lower().replace(" ", "_") for h in header]
+    """The header's names as the import uses them (`Email Address` is `email`); two names that
+    mean the same column would silently overwrite each other's values, so the file is refused
+    naming both."""
+    columns = [_column(h) for h in header]
     first_seen: dict[str, int] = {}
     for index, name in enumerate(columns):
         if not name:
@@ -266,6 +287,17 @@ def _skip_line(lines: _Lines, offset: int, number: int) -> Iterator[list[str]]:
     return lines.restart(found.end() if found else len(lines.text), number + 1)
 
 
+def _row_lead(row: dict[str, str]) -> LeadInput | str:
+    """A CSV row as a lead, or why it is refused: the built-in columns by name, every other
+    column that has a value as an attribute."""
+    data: dict[str, object] = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
+    data["attributes"] = {k: v for k, v in row.items() if k not in BUILTIN_COLUMNS and k and v}
+    try:
+        return parse_lead(data)
+    except LeadError as exc:
+        return str(exc)
+
+
 def import_csv(
     store: Store,
     schedule: Schedule,
@@ -295,17 +327,9 @@ def import_csv(
     try:
         rows = read_csv(path)
         for line, row in rows:
-            if isinstance(row, str):
-                report.rejected.append((line, row))
-                continue
-            data: dict[str, object] = {k: row[k] for k in BUILTIN_COLUMNS if k in row}
-            data["attributes"] = {
-                k: v for k, v in row.items() if k not in BUILTIN_COLUMNS and k and v
-            }
-            try:
-                lead = parse_lead(data)
-            except LeadError as exc:
-                report.rejected.append((line, str(exc)))
+            lead = row if isinstance(row, str) else _row_lead(row)
+            if isinstance(lead, str):
+                report.rejected.append((line, lead))
                 continue
             key = address_key(lead.email)  # the same lead whatever the letter case
             if key in seen:

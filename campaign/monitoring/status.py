@@ -21,11 +21,13 @@ def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
     campaign_id = schedule.campaign.id
     counts = store.reads.delivery_counts(campaign_id)
     engagement = store.reads.engagement_counts(campaign_id)
-    step_ids = [step.id for step in schedule.steps]
-    step_ids += sorted(set(counts) - set(step_ids))  # removed steps still have history
+    current = [step.id for step in schedule.steps]
+    if schedule.confirmation is not None:  # the double opt-in email, queued like the steps
+        current.insert(0, schedule.confirmation.id)
+    step_ids = current + sorted(set(counts) - set(current))  # removed steps still have history
     steps = []
     for step_id in step_ids:
-        row: dict[str, Any] = {"step": step_id, "in_schedule": step_id in schedule.steps_by_id}
+        row: dict[str, Any] = {"step": step_id, "in_schedule": step_id in current}
         row.update({status: counts.get(step_id, {}).get(status, 0) for status in DELIVERY_COLUMNS})
         row.update({name: engagement.get(step_id, {}).get(name, 0) for name in ENGAGEMENT_COLUMNS})
         steps.append(row)

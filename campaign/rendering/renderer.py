@@ -23,24 +23,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import html2text
 import jinja2
-from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment, safe_range
 from markupsafe import Markup
 from premailer import Premailer
 
 from campaign.config.schedule import LoadedSchedule, Schedule, Step
 from campaign.model import Lead
 from campaign.rendering import mime
+from campaign.rendering.dkim import DkimSigner
 from campaign.rendering.mime import MimeMessage
+from campaign.rendering.sandbox import Sandbox, TemplateLimits, include_loop, limited, stream
+from campaign.rendering.sequence import neighbours
+from campaign.rendering.text import html_to_text
 
 BUILTIN_LEAD_FIELDS = ("email", "first_name", "timezone")
 UNSUBSCRIBE = "links.unsubscribe"
 CONFIRM = "links.confirm"
 _HREF = re.compile(r'href="(https?://[^"]+)"')
-_PREHEADER = re.compile(r'<div class="preheader"[^>]*>.*?</div>', re.S)
-_MD_LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
 
 
 class TemplateProblem(Exception):
@@ -134,46 +133,6 @@ def _utm(url: str, params: Mapping[str, str], step_id: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-MAX_TEMPLATE_VALUE = 100_000  # characters or items one template expression may build
-
-
-def _bounded_range(*args: int) -> range:
-    """The sandbox's `range`, refusing a huge one as a template error instead of crashing."""
-    try:
-        return safe_range(*args)
-    except OverflowError as exc:
-        raise SecurityError(str(exc)) from None
-
-
-class _Sandbox(SandboxedEnvironment):
-    """Jinja's sandbox, which also bounds what `*` and `**` may build: `{{ 'x' * 10**10 }}`
-    would exhaust the memory and `{{ 9**9**9 }}` would never finish, stalling every send."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, **options: Any):
-        super().__init__(**options)
-        self.globals["range"] = _bounded_range
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for items, times in ((left, right), (right, left)):
-                if (
-                    isinstance(items, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(items) * times > MAX_TEMPLATE_VALUE
-                ):
-                    raise SecurityError(f"'*' would build more than {MAX_TEMPLATE_VALUE} items")
-        elif (
-            isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and right * abs(left).bit_length() > 10_000
-        ):  # Python prints up to 4300 digits
-            raise SecurityError("'**' would build a number too large to print")
-        return super().call_binop(context, operator, left, right)
-
-
 class _Fields:
     """Stands in for `lead` or `links` while compiling: each attribute prints a placeholder."""
 
@@ -222,26 +181,6 @@ def series_version(loaded: LoadedSchedule) -> str:
     steps (the sender, the web service, the live preview) rebuilds them when it changes."""
     both = loaded.source_digest + _templates_digest(loaded.templates_dir)
     return hashlib.sha256(both.encode()).hexdigest()[:16]
-
-
-def _html_to_text(body: str, link_targets: Mapping[str, str]) -> str:
-    """Readable text: headings and lists kept, each link written as `label (address)`."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0
-    converter.ignore_images = True
-    converter.ignore_emphasis = False
-    converter.ignore_tables = True
-    converter.unicode_snob = True
-    text = converter.handle(_PREHEADER.sub("", body))
-
-    def plain_link(match: re.Match[str]) -> str:
-        label, href = match[1], match[2]
-        same = label in (href, link_targets.get(href))
-        return href if same else f"{label} ({href})"
-
-    text = _MD_LINK.sub(plain_link, text)
-    text = "\n".join(line.rstrip() for line in text.splitlines())
-    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
 class _Placeholders:
@@ -325,17 +264,25 @@ def _require_parts(
 class Renderer:
     """Compiles each step of a schedule once and personalises it for any number of leads."""
 
-    def __init__(self, loaded: LoadedSchedule):
+    def __init__(
+        self,
+        loaded: LoadedSchedule,
+        dkim: DkimSigner | None = None,
+        *,
+        limits: TemplateLimits = TemplateLimits(),
+    ):
         self.loaded = loaded
+        self.dkim = dkim  # signs every message when set (CAMPAIGN_DKIM_*)
+        self.limits = limits
         self.schedule: Schedule = loaded.schedule
         self.templates_dir = loaded.templates_dir
         self.version = series_version(loaded)
-        self.env = _Sandbox(
+        self.env = Sandbox(
             loader=jinja2.FileSystemLoader(self.templates_dir),
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
-        self._subject_env = _Sandbox(autoescape=False, undefined=jinja2.StrictUndefined)
+        self._subject_env = Sandbox(autoescape=False, undefined=jinja2.StrictUndefined)
         self._compiled: dict[str, CompiledStep] = {}
         self._skeletons: dict[str, mime.Skeleton] = {}
         reply = getaddresses([self.schedule.sender.reply_to or self.schedule.sender.from_])[0][1]
@@ -374,7 +321,7 @@ class Renderer:
         marks = _Placeholders()
         body = self._render_template(step.template, self._context(step, number, marks))
         inlined, urls = _track_links(_inline_css(body), marks)
-        text = _html_to_text(inlined, {marks.mint(f"click.{i}"): url for i, url in enumerate(urls)})
+        text = html_to_text(inlined, {marks.mint(f"click.{i}"): url for i, url in enumerate(urls)})
         _require_parts(step, number == 0, self.schedule.clinic.postal_address, marks, inlined, text)
         subject = self._subject_template(step)
         placeholder = marks.pattern()
@@ -416,7 +363,24 @@ class Renderer:
                 "number": number,
                 "total": len(schedule.steps),
             },
+            # The emails around this one, so teasers and recaps follow the schedule.
+            **neighbours(schedule.steps, number, lambda other: self._subject_for(other, marks)),
         }
+
+    def _subject_for(self, other: Step, marks: _Placeholders) -> str:
+        """Another step's subject as a template prints it (a teaser, a recap), lead fields as
+        placeholders like the rest of the body."""
+        lead = _Fields("lead", self._lead_fields, marks.mint)
+        try:
+            with limited(self.limits):
+                text = self._subject_template(other).render(
+                    lead=lead, clinic=dict(self._clinic), campaign=dict(self._campaign)
+                )
+        except jinja2.TemplateError as exc:
+            raise TemplateProblem(
+                "schedules.yaml", None, f"steps {other.id!r} subject: {exc.message}"
+            ) from exc
+        return " ".join(text.split())
 
     def _subject_template(self, step: Step) -> jinja2.Template:
         """The subject is a template of its own, rendered per lead without HTML escaping."""
@@ -428,8 +392,21 @@ class Renderer:
             ) from exc
 
     def _render_template(self, name: str, context: dict[str, Any]) -> str:
+        loop = include_loop(self.env, name)
+        if loop:
+            chain, at = loop
+            raise TemplateProblem(
+                name, at, "templates include or extend each other in a loop: " + " → ".join(chain)
+            )
+        problem: TemplateProblem | None = None
         try:
-            return self.env.get_template(name).render(context)
+            with limited(self.limits):
+                return stream(self.env.get_template(name), context, self.limits)
+        except (MemoryError, OverflowError) as exc:  # a last resort: the limits come first
+            file, line = _template_line(exc, self.templates_dir)
+            problem = TemplateProblem(
+                file or name, line, f"the template built a value too large ({type(exc).__name__})"
+            )
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateProblem(
                 exc.name or name, exc.lineno, exc.message or "syntax error"
@@ -443,6 +420,8 @@ class Renderer:
             raise TemplateProblem(
                 name, None, "templates include or extend each other in a loop"
             ) from exc
+        assert problem is not None
+        raise problem  # outside `except`, so the failed rendering's memory is let go
 
     # -- once per lead ---------------------------------------------------------------------
 
@@ -459,12 +438,13 @@ class Renderer:
     def _render_subject(self, compiled: CompiledStep, lead_values: dict[str, str]) -> str:
         lead_ns = {name.removeprefix("lead."): value for name, value in lead_values.items()}
         try:
-            subject = compiled.subject.render(
-                lead=lead_ns,
-                # Copies: a template in Jinja's sandbox may still change a dict it is given.
-                clinic=dict(self._clinic),
-                campaign=dict(self._campaign),
-            )
+            with limited(self.limits):
+                subject = compiled.subject.render(
+                    lead=lead_ns,
+                    # Copies: a template in Jinja's sandbox may still change a dict it is given.
+                    clinic=dict(self._clinic),
+                    campaign=dict(self._campaign),
+                )
         except jinja2.TemplateError as exc:
             raise TemplateProblem(
                 "schedules.yaml", None, f"steps {compiled.step.id!r} subject: {exc.message}"
@@ -525,7 +505,8 @@ class Renderer:
         if links.unsubscribe.startswith("https://"):
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
         html, text = bodies
-        return self._skeleton(compiled.step).message(headers, text, html, utf8)
+        message = self._skeleton(compiled.step).message(headers, text, html, utf8)
+        return message if self.dkim is None else self.dkim.sign(message, self.sender_domain)
 
     def _skeleton(self, step: Step) -> mime.Skeleton:
         """The step's constant headers, encoded once by the email package itself."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import enum
 import logging
 import random
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -24,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 
 from campaign.config.schedule import Schedule, format_delay
+from campaign.inbound.verp import ReturnPath
 from campaign.model import (
+    CONFIRM_STEP,
     Attempt,
     Claim,
     Clock,
@@ -41,6 +42,7 @@ from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
 from campaign.sending.breaker import Breaker
 from campaign.sending.ratelimit import RateLimiter
+from campaign.sending.streaks import IN_DOUBT_STREAK, SAME_REFUSAL_STREAK, Streaks
 from campaign.sending.transport import (
     AccountRefused,
     DeliveryFailure,
@@ -60,12 +62,6 @@ DEFAULT_LEASE = timedelta(minutes=10)
 # Rows a connection takes from the queue in one transaction: enough to pay for the reads
 # many times over, few enough that a stopped run hands little back.
 RESERVATION = 16
-# Messages in a row left in doubt (sent to their end, no answer) after which a connection
-# stops: the server is failing, and each further message would be one more in doubt.
-IN_DOUBT_STREAK = 3
-# Different recipients in a row refused with the same permanent answer after which the
-# refusal is taken for the sender's (a relay denying relaying, a blocked account), not theirs.
-SAME_REFUSAL_STREAK = 3
 STEP_REMOVED = "step removed from the schedule"
 
 
@@ -116,6 +112,7 @@ class RunReport:
     cancelled: int = 0
     in_doubt: int = 0
     replanned: int = 0
+    unbuilt: int = 0  # of `failed`: no message could be built (the lead's data, a template)
     stopped: str | None = None
     paused: str | None = None  # a rate limit ended the run early; not an error
     errors: list[str] = field(default_factory=list)
@@ -179,6 +176,18 @@ def lead_plan(schedule: Schedule, lead: Lead | None, status: LeadStatus | None =
     return plan
 
 
+def next_after(
+    schedule: Schedule, claim: Claim, outcome: DeliveryStatus, at: datetime
+) -> PlannedDelivery | None:
+    """The lead's next step once this one ended as `outcome`, planned from what the
+    reservation read: whether sent, failed or in doubt, the series goes on. After the
+    confirmation email nothing is planned: the series starts when the lead confirms."""
+    if claim.enrolled_at is None or claim.step_id == CONFIRM_STEP:
+        return None
+    state = _state(claim.enrolled_at, claim.lead, claim.history, claim.step_id)
+    return next_delivery(schedule, state.with_attempt(claim.step_id, outcome, at))
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -208,28 +217,19 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.limiter = limiter or RateLimiter(store)
         self.sender = parseaddr(self.schedule.sender.from_)[1]
+        # With `sender.return_path`, MAIL FROM names the delivery (VERP) so bounces find it.
+        return_path = self.schedule.sender.return_path
+        self.return_path = ReturnPath.of(return_path, signer) if return_path else None
         self.reservation = reservation
         self._reserved: deque[Claim] = deque()  # this connection's, in sending order
         self._unrecorded: Sent | None = None  # accepted by SMTP, recorded with the next start
-        self._in_doubt_streak = 0  # messages in a row this connection left in doubt
-        # The last permanent refusal (its words, the recipient left out) and whom it refused.
-        self._refusal: tuple[str, set[str]] | None = None
+        self._streaks = Streaks()
         self.run_id = run_id or new_run_id(clock(), random.Random())
         self.breaker = breaker or Breaker(store)
         limits = self.schedule.rate_limit
         self._paced = any((limits.per_second, limits.per_minute, limits.per_hour))
 
     # -- planning --------------------------------------------------------------------------
-
-    def _next_after(
-        self, claim: Claim, outcome: DeliveryStatus, at: datetime
-    ) -> PlannedDelivery | None:
-        """The lead's next step once this one ended as `outcome`, planned from what the
-        reservation read: whether sent, failed or in doubt, the series goes on."""
-        if claim.enrolled_at is None:
-            return None
-        state = _state(claim.enrolled_at, claim.lead, claim.history, claim.step_id)
-        return next_delivery(self.schedule, state.with_attempt(claim.step_id, outcome, at))
 
     def replan_lead(self, lead_id: int, now: datetime) -> None:
         plan = lead_plan(self.schedule, self.store.leads.lead(lead_id))
@@ -364,17 +364,19 @@ class Dispatcher:
 
     def _build(self, claim: Claim, message_id: str) -> Built | Unsendable:
         """The message ready for SMTP, or why this row ends without one."""
-        if self.schedule.step(claim.step_id) is None:
-            # A worker on an older schedule planned it; the series goes on without it.
+        confirming = claim.step_id == CONFIRM_STEP
+        step = self.schedule.confirmation if confirming else self.schedule.step(claim.step_id)
+        if step is None:
+            # A worker on an older schedule planned it (or double opt-in was turned off since
+            # the signup); the series goes on without it.
             return Unsendable(DeliveryStatus.CANCELLED, STEP_REMOVED)
         lead = claim.lead
+        links = self.signer.links(lead.id, self.campaign_id, claim.step_id)
+        if confirming:
+            links = replace(links, confirm=self.signer.confirm_url(lead.id, self.campaign_id))
         try:
             email = self.renderer.render(
-                claim.step_id,
-                LeadView.of(lead),
-                self.signer.links(lead.id, self.campaign_id, claim.step_id),
-                now=self.clock(),
-                message_id=message_id,
+                claim.step_id, LeadView.of(lead), links, now=self.clock(), message_id=message_id
             )
         except (TemplateProblem, ValueError, TypeError, LookupError) as exc:
             # This lead's data breaks the template: fail this one message, not the run.
@@ -403,25 +405,27 @@ class Dispatcher:
         self._unrecorded = None  # only once committed: if not, `_finish` tries again
         if outcome is Start.LEFT:
             report.cancelled += 1
-            self._log(claim, Outcome.CANCELLED, None, started, "lead left the series")
+            _log(claim, Outcome.CANCELLED, None, started, "lead left the series")
         if outcome is not Start.GO:
             return True
         if isinstance(built, Unsendable):
             self._ended_unsent(claim, built, report, started)
             return True
         try:
-            self.transport.send(Envelope(self.sender, claim.lead.email, built.data, built.utf8))
+            sender = self.sender
+            if self.return_path is not None:  # VERP: one HMAC per message
+                sender = self.return_path.address(claim.delivery_id)
+            self.transport.send(Envelope(sender, claim.lead.email, built.data, built.utf8))
         except DeliveryFailure as exc:
             return self._failed(claim, exc, report, started)
-        self._in_doubt_streak = 0
-        self._refusal = None
+        self._streaks.sent()
         self.breaker.succeeded()
         sent_at = self.clock()
-        following = self._next_after(claim, DeliveryStatus.SENT, sent_at)
+        following = next_after(self.schedule, claim, DeliveryStatus.SENT, sent_at)
         # Recorded with the next message's start (or when the run ends): one commit each.
         self._unrecorded = Sent(claim, message_id, sent_at, following)
         report.sent += 1
-        self._log(claim, Outcome.SENT, 250, started)
+        _log(claim, Outcome.SENT, 250, started)
         return True
 
     def _settle_unsendable(self, claim: Claim, unsendable: Unsendable) -> Start:
@@ -430,7 +434,7 @@ class Dispatcher:
         now = self.clock()
         following = None
         if unsendable.outcome is DeliveryStatus.FAILED:
-            following = self._next_after(claim, DeliveryStatus.FAILED, now)
+            following = next_after(self.schedule, claim, DeliveryStatus.FAILED, now)
         return self.store.queue.settle_unsent(
             claim, now, self._unrecorded, unsendable.outcome, unsendable.reason, following
         )
@@ -438,9 +442,10 @@ class Dispatcher:
     def _ended_unsent(
         self, claim: Claim, unsendable: Unsendable, report: RunReport, started: float
     ) -> None:
-        self._log(claim, Outcome(unsendable.outcome), None, started, unsendable.reason)
+        _log(claim, Outcome(unsendable.outcome), None, started, unsendable.reason)
         if unsendable.outcome is DeliveryStatus.FAILED:
             report.failed += 1
+            report.unbuilt += 1
             report.errors.append(f"{claim.lead.email}: {unsendable.reason}")
             return
         report.cancelled += 1
@@ -460,16 +465,15 @@ class Dispatcher:
                 return self._bounce(claim, exc, report, started)
             case InDoubt():
                 now = self.clock()
-                following = self._next_after(claim, DeliveryStatus.UNKNOWN, now)
+                following = next_after(self.schedule, claim, DeliveryStatus.UNKNOWN, now)
                 self.store.queue.record_failed(
                     claim, str(exc), None, now, following, outcome=DeliveryStatus.UNKNOWN
                 )
                 report.in_doubt += 1
-                self._log(claim, Outcome.UNKNOWN, None, started, str(exc))
-                self._in_doubt_streak += 1
-                if self._in_doubt_streak >= IN_DOUBT_STREAK:
+                _log(claim, Outcome.UNKNOWN, None, started, str(exc))
+                if self._streaks.left_in_doubt():
                     report.stopped = (
-                        f"{self._in_doubt_streak} messages in a row got no answer once sent "
+                        f"{IN_DOUBT_STREAK} messages in a row got no answer once sent "
                         f"(in doubt, not resent), the rest waits: {exc}"
                     )
                     report.errors.append(report.stopped)
@@ -492,7 +496,7 @@ class Dispatcher:
             self._give_up(claim, exc, now, report, started)
         else:
             self.store.queue.release(claim, str(exc), now)
-            self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
+            _log(claim, Outcome.STOPPED, exc.code, started, str(exc))
         self._expire_waiting(exc, now, report)
         report.stopped = (
             f"the SMTP server {what}, the rest waits (no attempt spent; sending waits until "
@@ -509,11 +513,11 @@ class Dispatcher:
     ) -> None:
         """A started message that outlived `retry.max_age` while the relay failed."""
         reason = self._too_old(exc)
-        following = self._next_after(claim, DeliveryStatus.FAILED, now)
+        following = next_after(self.schedule, claim, DeliveryStatus.FAILED, now)
         self.store.queue.record_failed(claim, reason, exc.code, now, following)
         report.failed += 1
         report.errors.append(f"{claim.lead.email}: {reason}")
-        self._log(claim, Outcome.FAILED, exc.code, started, reason)
+        _log(claim, Outcome.FAILED, exc.code, started, reason)
 
     def _too_old(self, exc: DeliveryFailure) -> str:
         return f"gave up after waiting {format_delay(self.schedule.retry.max_age)}: {exc}"
@@ -540,11 +544,11 @@ class Dispatcher:
         """The relay cannot carry this message (no SMTPUTF8): it fails at once with that
         reason, spending no retries on what cannot change; the series goes on."""
         now = self.clock()
-        following = self._next_after(claim, DeliveryStatus.FAILED, now)
+        following = next_after(self.schedule, claim, DeliveryStatus.FAILED, now)
         self.store.queue.record_failed(claim, str(exc), exc.code, now, following)
         report.failed += 1
         report.errors.append(f"{claim.lead.email}: {exc}")
-        self._log(claim, Outcome.FAILED, exc.code, started, str(exc))
+        _log(claim, Outcome.FAILED, exc.code, started, str(exc))
 
     def _bounce(
         self, claim: Claim, exc: DeliveryFailure, report: RunReport, started: float
@@ -552,7 +556,7 @@ class Dispatcher:
         """The lead bounces, unless the same refusal met several recipients in a row: then
         it is the sender's problem, this message goes back untouched and the batch stops."""
         now = self.clock()
-        if self._same_refusal(claim, exc) >= SAME_REFUSAL_STREAK:
+        if self._streaks.refused_alike(claim.lead.email, str(exc)):
             self.store.queue.release(claim, str(exc), now)
             report.stopped = (
                 f"{SAME_REFUSAL_STREAK} different recipients in a row were refused alike, "
@@ -561,67 +565,60 @@ class Dispatcher:
                 f"leads reactivate --run {self.run_id}"
             )
             report.errors.append(report.stopped)
-            self._log(claim, Outcome.STOPPED, exc.code, started, str(exc))
+            _log(claim, Outcome.STOPPED, exc.code, started, str(exc))
             return False
         self.store.queue.record_failed(claim, str(exc), exc.code, now, None)
         reason = f"{exc} {bounce_tag(self.run_id)}"
         self.store.leads.set_lead_status(claim.lead_id, LeadStatus.BOUNCED, reason, now)
         report.bounced += 1
         report.failed += 1
-        self._log(claim, Outcome.BOUNCED, exc.code, started, str(exc))
+        _log(claim, Outcome.BOUNCED, exc.code, started, str(exc))
         return True
-
-    def _same_refusal(self, claim: Claim, exc: DeliveryFailure) -> int:
-        """How many different recipients in a row got this refusal, word for word once
-        their own address is left out of it (servers often quote it)."""
-        recipient = claim.lead.email
-        words = re.sub(re.escape(recipient), "<recipient>", str(exc), flags=re.IGNORECASE)
-        if self._refusal is None or self._refusal[0] != words:
-            self._refusal = (words, set())
-        self._refusal[1].add(recipient.lower())
-        return len(self._refusal[1])
 
     def _retry_or_fail(
         self, claim: Claim, exc: TransientFailure, report: RunReport, started: float
     ) -> None:
         now = self.clock()
         if claim.attempts < self.schedule.retry.attempts:
-            # A retry is still an email arriving: it waits for the lead's send window too.
-            retry_at = next_opening(
-                now + backoff(claim.attempts, self.schedule, self.rng),
-                self.schedule.send_window,
-                lead_zone(self.schedule, claim.lead.timezone),
-            )
+            retry_at = now + backoff(claim.attempts, self.schedule, self.rng)
+            if claim.step_id != CONFIRM_STEP:  # a confirmation answers the lead's own signup
+                # A retry is still an email arriving: it waits for the lead's send window too.
+                retry_at = next_opening(
+                    retry_at,
+                    self.schedule.send_window,
+                    lead_zone(self.schedule, claim.lead.timezone),
+                )
             self.store.queue.record_retry(claim, str(exc), exc.code, retry_at, now)
             report.retried += 1
-            self._log(claim, Outcome.RETRY, exc.code, started, str(exc))
+            _log(claim, Outcome.RETRY, exc.code, started, str(exc))
             return
         self.store.queue.record_failed(
             claim,
             f"gave up after {claim.attempts} attempts: {exc}",
             exc.code,
             now,
-            self._next_after(claim, DeliveryStatus.FAILED, now),
+            next_after(self.schedule, claim, DeliveryStatus.FAILED, now),
         )
         report.failed += 1
-        self._log(claim, Outcome.FAILED, exc.code, started, str(exc))
+        _log(claim, Outcome.FAILED, exc.code, started, str(exc))
 
-    def _log(
-        self,
-        claim: Claim,
-        outcome: Outcome,
-        code: int | None,
-        started: float,
-        error: str | None = None,
-    ) -> None:
-        level = _LOG_LEVELS.get(outcome, logging.WARNING)
-        if not log.isEnabledFor(level):
-            return
-        elapsed = (time.perf_counter() - started) * 1000
-        line = (
-            f"outcome={outcome} delivery={claim.delivery_id} lead={claim.lead_id} "
-            f"step={claim.step_id} attempt={claim.attempts} code={code} ms={elapsed:.1f}"
-        )
-        if error:
-            line += f" error={error!r}"
-        log.log(level, line)
+
+def _log(
+    claim: Claim,
+    outcome: Outcome,
+    code: int | None,
+    started: float,
+    error: str | None = None,
+) -> None:
+    """One line per message, in a form log tools can split (`key=value`)."""
+    level = _LOG_LEVELS.get(outcome, logging.WARNING)
+    if not log.isEnabledFor(level):
+        return
+    elapsed = (time.perf_counter() - started) * 1000
+    line = (
+        f"outcome={outcome} delivery={claim.delivery_id} lead={claim.lead_id} "
+        f"step={claim.step_id} attempt={claim.attempts} code={code} ms={elapsed:.1f}"
+    )
+    if error:
+        line += f" error={error!r}"
+    log.log(level, line)

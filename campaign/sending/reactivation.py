@@ -29,7 +29,7 @@ def reactivate(
     returns the addresses reactivated."""
     tag = bounce_tag(run_id) if run_id else None
     done = []
-    for lead_id, email in store.queue.bounced_leads(emails, tag):
+    for lead_id, email in store.leads.bounced_leads(emails, tag):
         plan = lead_plan(schedule, store.leads.lead(lead_id), LeadStatus.ACTIVE)
         if store.queue.reactivate(lead_id, schedule.campaign.id, plan, now):
             done.append(email)

@@ -23,11 +23,13 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 
 from campaign.config import settings
-from campaign.config.schedule import ScheduleError, load_schedule
+from campaign.config.schedule import LoadedSchedule, ScheduleError
 from campaign.config.settings import SmtpSettings
 from campaign.model import Clock, utc_now
+from campaign.rendering.dkim import DkimSigner, dkim_signer
 from campaign.rendering.links import LinkSigner
-from campaign.rendering.renderer import Renderer, TemplateProblem, series_version
+from campaign.rendering.renderer import Renderer, TemplateProblem
+from campaign.rendering.series import CompiledSeries
 from campaign.sending.breaker import Breaker
 from campaign.sending.dispatcher import Dispatcher, RunReport, new_run_id
 from campaign.sending.pool import send_pooled
@@ -52,7 +54,8 @@ class Engine:
     signer: LinkSigner
     clock: Clock = utc_now
     worker: str = field(default_factory=worker_name)
-    _renderer: Renderer | None = None
+    dkim: DkimSigner | None = None  # signs every message it sends, confirmations included
+    _series: CompiledSeries | None = None
     _limiter: RateLimiter | None = None  # one per process: its connections take turns
     _run_id: str | None = None  # the current run's, shared by its connections
     _breaker: Breaker | None = None  # likewise
@@ -67,7 +70,20 @@ class Engine:
             SmtpSettings.from_env(),
             LinkSigner(settings.base_url(), settings.secret_key(required=True)),
             clock=clock,
+            dkim=dkim_signer(),
         )
+
+    @property
+    def series(self) -> CompiledSeries:
+        """The schedule and templates, compiled once per change of their files."""
+        if self._series is None:
+            self._series = CompiledSeries(self.schedule_path, self._compile)
+        return self._series
+
+    def _compile(self, loaded: LoadedSchedule) -> Renderer:
+        renderer = Renderer(loaded, self.dkim)
+        renderer.compile_all()
+        return renderer
 
     def renderer(self) -> Renderer:
         """The current schedule and templates, compiled; raises if either is invalid.
@@ -75,12 +91,13 @@ class Engine:
         Nothing is sent from an invalid schedule: a bad edit stops sending until it is fixed,
         and the previous version is not silently kept either.
         """
-        loaded = load_schedule(self.schedule_path)
-        if self._renderer is None or series_version(loaded) != self._renderer.version:
-            renderer = Renderer(loaded)
-            renderer.compile_all()
-            self._renderer = renderer
-        return self._renderer
+        return self.series.current()
+
+    def serving_renderer(self) -> Renderer:
+        """What the web service answers with: the last version that compiled, at once. An edit
+        is compiled in the background, and a broken one is logged while links keep working
+        (a click on last week's email must not wait for, or fail on, this week's typo)."""
+        return self.series.last_good()
 
     def dispatcher(self, transport: SmtpTransport) -> Dispatcher:
         if self._limiter is None:

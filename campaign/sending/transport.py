@@ -247,6 +247,8 @@ class SmtpTransport:
             self._send(envelope)
 
     def _send(self, envelope: Envelope) -> None:
+        """One SMTP transaction. Longer than most: each smtplib error is mapped to one of our
+        failure kinds side by side, so the mapping reads as one table."""
         if self._smtp is None or self._sent_on_connection >= self.per_connection:
             self.close()
             self._smtp = self._connect()

@@ -3,14 +3,15 @@ in this package.
 
 `Store.open` connects once and hands out the parts, each for the callers that need it:
 `queue` (the sender: reserve → start → settle, leases, replans), `leads` (sign-ups, status
-changes, clicks, conversions), `meta` (plan fingerprints, rate-limit slots) and `reads`
-(status, reports, dry runs). They share one `Database` (`db`): its connections, its
-transactions and, on SQLite, its writer lock.
+changes, clicks, conversions), `inbound` (mail that came back), `meta` (plan fingerprints,
+rate-limit slots) and `reads` (status, reports, dry runs). They share one `Database` (`db`):
+its connections, its transactions and, on SQLite, its writer lock.
 """
 
 from __future__ import annotations
 
 from campaign.store.database import Database, DatabaseError, StoreError
+from campaign.store.inbound import InboundStore
 from campaign.store.leads import Leads
 from campaign.store.meta import Meta
 from campaign.store.queue import Queue
@@ -27,6 +28,7 @@ class Store:
         self.leads = Leads(db, self.queue)
         self.meta = Meta(db)
         self.reads = Reads(db)
+        self.inbound = InboundStore(db)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import insert, select, update
@@ -16,6 +16,8 @@ from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from campaign.model import (
+    CONFIRM_STEP,
+    Confirmation,
     DeliveryStatus,
     EnrollmentState,
     Lead,
@@ -104,6 +106,22 @@ class Leads:
             row = conn.execute(select(leads).where(leads.c.email_key == key)).mappings().first()
         return lead_from_row(row) if row else None
 
+    def bounced_leads(
+        self, emails: Sequence[str] = (), reason_ending: str | None = None
+    ) -> list[tuple[int, str]]:
+        """(id, address) of bounced leads: those with these addresses (in any case), or whose
+        bounce reason ends with `reason_ending` (the tag of the run that bounced them)."""
+        where = [leads.c.status == LeadStatus.BOUNCED]
+        if emails:
+            where.append(leads.c.email_key.in_([address_key(e) for e in emails]))
+        if reason_ending is not None:
+            where.append(leads.c.status_reason.endswith(reason_ending, autoescape=True))
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(leads.c.id, leads.c.email).where(*where).order_by(leads.c.id)
+            )
+            return [(row.id, row.email) for row in rows]
+
     def set_lead_status(self, lead_id: int, status: LeadStatus, reason: str, now: datetime) -> bool:
         """Move a lead out of the series (or back); cancels whatever was still pending."""
         with self.db.tx() as conn:
@@ -115,24 +133,71 @@ class Leads:
         """Double opt-in: a pending lead turns active, enrolled from now, with step 1 planned.
 
         Only a `pending` lead changes, so a second click, or a click after unsubscribing from
-        the confirmation email, does nothing.
+        the confirmation email, does nothing. A confirmation still queued (the signup was
+        posted again) is dropped: the lead has confirmed already.
         """
         with self.db.tx() as conn:
-            changed = conn.execute(
-                update(leads)
-                .where(leads.c.id == lead_id, leads.c.status == LeadStatus.PENDING)
-                .values(status=LeadStatus.ACTIVE, status_reason="confirmed", status_at=to_db(now))
-            ).rowcount
-            if not changed:
+            confirmed = move_status(
+                conn, lead_id, LeadStatus.ACTIVE, "confirmed", now, only_from=[LeadStatus.PENDING]
+            )
+            if not confirmed:
                 return False
             conn.execute(
                 update(enrollments)
                 .where(enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id)
                 .values(enrolled_at=to_db(now))
             )
-            if first is not None:
-                self._queue.insert_planned(conn, lead_id, campaign_id, first, now)
+            self._queue.replace_queued(conn, lead_id, campaign_id, first, now)
             return True
+
+    def queue_confirmation(
+        self, lead_id: int, campaign_id: str, now: datetime, again_after: timedelta
+    ) -> Confirmation | None:
+        """Queue the double opt-in email for a pending lead signing up again, due now, unless
+        one is still queued or was dealt with (sent, or given up on) less than `again_after`
+        ago: an address gets one confirmation per `again_after` however often it is posted.
+
+        None when the lead is no longer pending. The lead's row is locked first, so that
+        signups of one address at once, and its confirmation, take turns.
+        """
+        with self.db.tx() as conn:
+            status = conn.execute(
+                select(leads.c.status).where(leads.c.id == lead_id).with_for_update()
+            ).scalar()
+            if status != LeadStatus.PENDING:
+                return None
+            mine = (
+                deliveries.c.lead_id == lead_id,
+                deliveries.c.campaign_id == campaign_id,
+                deliveries.c.step_id == CONFIRM_STEP,
+            )
+            row = conn.execute(select(deliveries.c.status, deliveries.c.updated_at).where(*mine))
+            found = row.first()
+            if found is None:
+                planned = PlannedDelivery(CONFIRM_STEP, now)
+                self._queue.insert_planned(conn, lead_id, campaign_id, planned, now)
+                return Confirmation.QUEUED
+            if found.status in (*QUEUED_STATUSES, DeliveryStatus.SENDING):
+                return Confirmation.QUEUED
+            if from_db(found.updated_at) > now - again_after:
+                return Confirmation.RECENTLY_SENT
+            conn.execute(
+                update(deliveries)
+                .where(*mine)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    due_at=to_db(now),
+                    attempts=0,
+                    claimed_at=None,
+                    claimed_by=None,
+                    sent_at=None,
+                    message_id=None,
+                    last_error=None,
+                    smtp_code=None,
+                    updated_at=to_db(now),
+                )
+            )
+            return Confirmation.QUEUED
 
     # -- engagement: clicks and conversions --------------------------------------------------
 
@@ -240,7 +305,9 @@ def _insert_leads(
 ) -> dict[str, int]:
     """New leads (by address key), their enrollments and their first steps; returns the ids
     of the leads this transaction created, by key. A lead whose address another writer
-    stored first is skipped (`ON CONFLICT DO NOTHING`), not an error."""
+    stored first is skipped (`ON CONFLICT DO NOTHING`), not an error.
+
+    Longer than most: three bulk inserts, their rows written out so each reads as its table."""
     added = conn.execute(
         db.insert(leads).on_conflict_do_nothing().returning(leads.c.email_key, leads.c.id),
         [
@@ -292,7 +359,7 @@ def _insert_leads(
     return ids
 
 
-def _change_status(
+def move_status(
     conn: Connection,
     lead_id: int,
     status: LeadStatus,
@@ -300,7 +367,8 @@ def _change_status(
     now: datetime,
     only_from: Collection[LeadStatus] = (),
 ) -> bool:
-    """`only_from` limits the change to leads in those statuses, so that, for example, an
+    """The lead's status alone, nothing else of its series; False when it was not changed.
+    `only_from` limits the change to leads in those statuses, so that, for example, an
     unsubscribed lead who books later stays unsubscribed."""
     status = LeadStatus(status)  # a caller's bare string is checked here, before any write
     where = [leads.c.id == lead_id, leads.c.status != status]
@@ -311,6 +379,19 @@ def _change_status(
         .where(*where)
         .values(status=status, status_reason=reason, status_at=to_db(now))
     ).rowcount
+    return bool(changed)
+
+
+def _change_status(
+    conn: Connection,
+    lead_id: int,
+    status: LeadStatus,
+    reason: str,
+    now: datetime,
+    only_from: Collection[LeadStatus] = (),
+) -> bool:
+    """A lead leaving the series (any status but active) takes nothing queued with it."""
+    changed = move_status(conn, lead_id, status, reason, now, only_from)
     if changed and status is not LeadStatus.ACTIVE:
         conn.execute(
             update(deliveries)
@@ -322,6 +403,8 @@ def _change_status(
             )
         )
         conn.execute(
-            update(enrollments).where(enrollments.c.lead_id == lead_id).values(state="exited")
+            update(enrollments)
+            .where(enrollments.c.lead_id == lead_id)
+            .values(state=EnrollmentState.EXITED)
         )
-    return bool(changed)
+    return changed

@@ -18,10 +18,12 @@ from sqlalchemy import (
     DateTime,
     Integer,
     String,
+    and_,
     bindparam,
     exists,
     func,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -29,6 +31,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select, Update
 
 from campaign.model import (
+    CONFIRM_STEP,
     Claim,
     DeliveryStatus,
     EnrollmentState,
@@ -38,7 +41,7 @@ from campaign.model import (
     Start,
 )
 from campaign.store.database import Database, from_db, from_db_or_none, to_db
-from campaign.store.leads import lead_from_row
+from campaign.store.leads import lead_from_row, move_status
 from campaign.store.prepared import Prepared
 from campaign.store.schema import (
     NOT_HISTORY_STATUSES,
@@ -55,11 +58,20 @@ History = list[tuple[str, str, datetime]]
 Plan = Callable[[datetime, History], PlannedDelivery | None]
 
 
+# Whom a delivery may go to: an active lead, or a lead still to confirm its address when the
+# delivery is the confirmation email itself (double opt-in).
+SENDABLE = or_(
+    leads.c.status == LeadStatus.ACTIVE,
+    and_(leads.c.status == LeadStatus.PENDING, deliveries.c.step_id == CONFIRM_STEP),
+)
+
+
 # -- the per-message statements, built once: building one costs more than running it --------
 
 
 def _due(campaign: Any, now: Any, limit: Any) -> Select:
-    """The next due deliveries of active leads, in claim order (served by ix_deliveries_due).
+    """The next due deliveries of leads they may go to (`SENDABLE`), in claim order (served
+    by ix_deliveries_due).
 
     `'pending'` is a literal so the partial index matches even in a generic prepared plan.
     """
@@ -70,7 +82,7 @@ def _due(campaign: Any, now: Any, limit: Any) -> Select:
             deliveries.c.campaign_id == campaign,
             deliveries.c.status == PENDING,
             deliveries.c.due_at <= now,
-            leads.c.status == LeadStatus.ACTIVE,
+            SENDABLE,
         )
         .order_by(deliveries.c.due_at, deliveries.c.id)
         .limit(limit)
@@ -144,14 +156,15 @@ HISTORIES = (
     .order_by(deliveries.c.id)
 )
 # The point of no return: a reserved row becomes the connection's one message in flight,
-# only if it is still this worker's and its lead is still in the series (the last look).
+# only if it is still this worker's and its lead may still get it (the last look: a lead who
+# left, or who confirmed before the confirmation email went out, is not mailed).
 START = (
     update(deliveries)
     .where(
         deliveries.c.id == bindparam("delivery"),
         deliveries.c.status == DeliveryStatus.CLAIMED,
         deliveries.c.claimed_by == bindparam("worker"),
-        exists().where(leads.c.id == deliveries.c.lead_id, leads.c.status == LeadStatus.ACTIVE),
+        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE),
     )
     .values(
         status=DeliveryStatus.SENDING,
@@ -293,9 +306,9 @@ class Queue:
             if enrolled is None:
                 return
             planned = plan(from_db(enrolled), _history(conn, lead_id, campaign_id))
-            self._replace_queued(conn, lead_id, campaign_id, planned, now)
+            self.replace_queued(conn, lead_id, campaign_id, planned, now)
 
-    def _replace_queued(
+    def replace_queued(
         self,
         conn: Connection,
         lead_id: int,
@@ -303,7 +316,8 @@ class Queue:
         planned: PlannedDelivery | None,
         now: datetime,
     ) -> None:
-        """Drop the lead's queued rows for other steps, then move or plan `planned`."""
+        """Drop the lead's queued rows for other steps, then move or plan `planned`, in
+        `conn`'s transaction."""
         queued = deliveries.c.status.in_(QUEUED_STATUSES)  # a reserved row is taken back too
         lead_rows = (deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id)
         stale = [*lead_rows, queued]
@@ -360,7 +374,7 @@ class Queue:
                 row.attempts + 1,
                 from_db(row.due_at),
                 worker,
-                lead_from_row(people[row.lead_id]),  # the reservation only takes active leads
+                lead_from_row(people[row.lead_id]),  # the reservation only takes leads it may mail
                 from_db_or_none(people[row.lead_id]["enrolled_at"]),
                 tuple(histories[row.lead_id]),
             )
@@ -461,7 +475,7 @@ class Queue:
             self.insert_planned(
                 conn, claim.lead_id, claim.campaign_id, sent.following, sent.sent_at
             )
-        else:
+        elif claim.step_id != CONFIRM_STEP:  # a confirmation ends nothing: the series waits
             conn.execute(
                 update(enrollments)
                 .where(
@@ -506,38 +520,26 @@ class Queue:
 
     # -- bounces by mistake ----------------------------------------------------------------
 
-    def bounced_leads(
-        self, emails: Sequence[str] = (), reason_ending: str | None = None
-    ) -> list[tuple[int, str]]:
-        """(id, address) of bounced leads: those with these addresses (in any case), or whose
-        bounce reason ends with `reason_ending` (the tag of the run that bounced them)."""
-        where = [leads.c.status == LeadStatus.BOUNCED]
-        if emails:
-            where.append(func.lower(leads.c.email).in_([e.lower() for e in emails]))
-        if reason_ending is not None:
-            where.append(leads.c.status_reason.endswith(reason_ending, autoescape=True))
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(leads.c.id, leads.c.email).where(*where).order_by(leads.c.id)
-            )
-            return [(row.id, row.email) for row in rows]
-
     def reactivate(self, lead_id: int, campaign_id: str, plan: Plan, now: datetime) -> bool:
         """A lead bounced by mistake is active again and back in the series; the delivery that
         bounced goes back to the queue with no attempt counted, and `plan` (given when the
         lead enrolled and its history without that delivery) says what is next and when.
-        Only a bounced lead changes, so running it twice does nothing the second time."""
+        Only a bounced lead changes, so running it twice does nothing the second time. A lead
+        whose confirmation email bounced never confirmed: it is `pending` again and that
+        email goes back to the queue, nothing of the series."""
+        bounced = (
+            deliveries.c.lead_id == lead_id,
+            deliveries.c.campaign_id == campaign_id,
+            deliveries.c.status == DeliveryStatus.FAILED,
+            deliveries.c.smtp_code >= 500,  # the bounce, not a message that failed to build
+        )
         with self.db.tx() as conn:
-            changed = conn.execute(
-                update(leads)
-                .where(leads.c.id == lead_id, leads.c.status == LeadStatus.BOUNCED)
-                .values(
-                    status=LeadStatus.ACTIVE,
-                    status_reason="reactivated: bounced by mistake",
-                    status_at=to_db(now),
-                )
-            ).rowcount
-            if not changed:
+            unconfirmed = conn.execute(
+                select(deliveries.c.id).where(*bounced, deliveries.c.step_id == CONFIRM_STEP)
+            ).first()
+            back = LeadStatus.PENDING if unconfirmed else LeadStatus.ACTIVE
+            reason = "reactivated: bounced by mistake"
+            if not move_status(conn, lead_id, back, reason, now, only_from=[LeadStatus.BOUNCED]):
                 return False
             conn.execute(
                 update(enrollments)
@@ -546,14 +548,11 @@ class Queue:
             )
             conn.execute(
                 update(deliveries)
-                .where(
-                    deliveries.c.lead_id == lead_id,
-                    deliveries.c.campaign_id == campaign_id,
-                    deliveries.c.status == DeliveryStatus.FAILED,
-                    deliveries.c.smtp_code >= 500,  # the bounce, not a message that failed to build
-                )
+                .where(*bounced)
                 .values(**UNCLAIMED, attempts=0, updated_at=to_db(now))
             )
+            if unconfirmed:
+                return True  # the series starts when the lead confirms
             enrolled = conn.execute(
                 select(enrollments.c.enrolled_at).where(
                     enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
@@ -561,7 +560,7 @@ class Queue:
             ).scalar()
             if enrolled is not None:
                 planned = plan(from_db(enrolled), _history(conn, lead_id, campaign_id))
-                self._replace_queued(conn, lead_id, campaign_id, planned, now)
+                self.replace_queued(conn, lead_id, campaign_id, planned, now)
             return True
 
     # -- leases and the queue's head -------------------------------------------------------
@@ -619,7 +618,7 @@ class Queue:
                 .where(
                     deliveries.c.campaign_id == campaign_id,
                     deliveries.c.status == PENDING,
-                    leads.c.status == LeadStatus.ACTIVE,
+                    SENDABLE,
                 )
                 .order_by(deliveries.c.due_at, deliveries.c.id)
                 .limit(1)

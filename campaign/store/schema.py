@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -145,6 +146,30 @@ conversions = Table(
     Column("source", String(20), nullable=False),
     Column("converted_at", DateTime, nullable=False),
     UniqueConstraint("lead_id", "campaign_id", name="uq_conversion"),
+)
+
+# Every message that came back (campaign.inbound), once each: `message_key` is its Message-ID
+# (else a digest of its bytes), so the same DSN delivered twice is recorded and acted on once.
+# `raw` keeps the message itself where a person may need it: replies and what matched nothing.
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("message_key", String(255), nullable=False, unique=True),
+    Column("kind", String(20), nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=True),
+    Column("campaign_id", String(64), nullable=True),
+    Column("step_id", String(64), nullable=True),
+    Column("delivery_id", Id, nullable=True),
+    Column("status_code", String(20), nullable=True),
+    Column("sender", String(320), nullable=False, default=""),
+    Column("subject", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("outcome", Text, nullable=False, default=""),
+    Column("raw", LargeBinary, nullable=True),
+    Index("ix_inbound_received", "received_at"),
+    Index("ix_inbound_delivery", "delivery_id", "kind"),
 )
 
 

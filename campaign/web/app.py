@@ -7,23 +7,25 @@ app and serves it.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
+from urllib.parse import quote, unquote
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from campaign.config.settings import SmtpSettings
+from campaign.config.settings import WebLimits
 from campaign.model import Clock
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import Renderer
-from campaign.sending.transport import Envelope, SmtpTransport
 from campaign.store import Store
+from campaign.web.limits import bounded_protocol
 from campaign.web.links import LinkPages
 from campaign.web.replies import error_handlers
 from campaign.web.service import Service
-from campaign.web.signup import LeadsApi, Mailer
+from campaign.web.signup import LeadsApi
 
 MAX_BODY = 64 * 1024  # a signup is a few fields; anything larger is refused with 413
 
@@ -34,12 +36,11 @@ def create_app(
     signer: LinkSigner,
     api_token: str | None,
     clock: Clock,
-    mailer: Mailer | None = None,
 ) -> Starlette:
-    """The web service. `api_token` None switches the API off (503); `mailer` sends the
-    double opt-in emails."""
+    """The web service. `api_token` None switches the API off (503). It never talks to SMTP:
+    double opt-in emails are queued for the sender like every other email."""
     service = Service(store, renderer, signer, clock)
-    api = LeadsApi(service, api_token, mailer)
+    api = LeadsApi(service, api_token)
     links = LinkPages(service)
     routes = [
         Route("/leads", api.signup, methods=["POST"]),
@@ -51,33 +52,71 @@ def create_app(
     return Starlette(routes=routes, exception_handlers=error_handlers(), max_body_size=MAX_BODY)
 
 
-def smtp_mailer(settings: SmtpSettings) -> Mailer:
-    """Sends each confirmation on its own SMTP connection: signups come one at a time, and a
-    connection held open between them would be dropped by the server anyway."""
+_KEPT = 6  # characters of a token kept in the log: enough to match it with a lead's link
+_ELLIPSIS = "…"
+# A link's route (`u`, `c`, `confirm`) as a whole segment wherever it stands (after any
+# slash or backslash, or as a query value), then its token past any run of slashes and dot
+# segments, up to the next separator.
+_TOKEN_ROUTE = re.compile(
+    r"(?<![^/\\?&=#;])(u|c|confirm)([/\\]+(?:\.{1,2}[/\\]+)*)"
+    rf"([^/\\?&#;\s]{{{_KEPT}}})[^/\\?&#;\s]+",
+    re.IGNORECASE,
+)
+# What the logged target keeps unescaped once decoded and redacted (quote escapes the rest).
+_SAFE = "/?&=#;:@!$'()*+,~"
+_DECODINGS = 8  # percent-decoding rounds at most, for a target encoded over and over
 
-    def send(envelope: Envelope) -> None:
-        with SmtpTransport(settings, per_connection=1) as transport:
-            transport.send(envelope)
 
-    return send
+def redact_tokens(target: str) -> str:
+    """The request target with only the first characters of any signed token in it.
 
-
-_TOKEN_PATH = re.compile(r"^(/(?:u|c|confirm)/)([^/?]{6})[^/?]*")
+    A full token in a log file would let anyone who reads the log unsubscribe or convert a
+    lead, and a server logs whatever path it was sent (`//u/TOKEN`, `/./u/TOKEN`,
+    `/%2Fu%2FTOKEN`, `/?next=/u/TOKEN`), routed or not. So the target is percent-decoded
+    (again and again, for double encoding) before looking for tokens; when one is found,
+    the decoded target is logged redacted and escaped again, so that no control character
+    reaches the log either. A target without a token is logged exactly as it came.
+    """
+    decoded = target
+    for _ in range(_DECODINGS):
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    redacted, found = _TOKEN_ROUTE.subn(rf"\1\2\3{_ELLIPSIS}", decoded)
+    if not found:
+        return target
+    return _ELLIPSIS.join(quote(part, safe=_SAFE) for part in redacted.split(_ELLIPSIS))
 
 
 class RedactTokens(logging.Filter):
-    """Access logs keep the route but only the first characters of a signed token: a full
-    token in a log file would let anyone who reads the log unsubscribe or convert a lead."""
+    """Access logs keep the route but only the first characters of a signed token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and len(record.args) >= 3:
             args = list(record.args)
-            args[2] = _TOKEN_PATH.sub(r"\1\2…", str(args[2]))
+            args[2] = redact_tokens(str(args[2]))
             record.args = tuple(args)
         return True
 
 
-def serve(app: Starlette, host: str, port: int) -> None:
-    """Serve until Ctrl-C; put it behind a TLS proxy so CAMPAIGN_BASE_URL can be https."""
+def serve(app: Starlette, host: str, port: int, limits: WebLimits | None = None) -> None:
+    """Serve until Ctrl-C; put it behind a TLS proxy so CAMPAIGN_BASE_URL can be https.
+
+    Every client is bounded (`CAMPAIGN_WEB_TIMEOUT`, `CAMPAIGN_WEB_MAX_CONNECTIONS`): a whole
+    request within the timeout, idle keep-alive connections closed, incomplete headers at most
+    16 KiB (400), and beyond the connection limit an immediate 503.
+    """
+    limits = limits or WebLimits.from_env()
     logging.getLogger("uvicorn.access").addFilter(RedactTokens())
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        server_header=False,
+        http=bounded_protocol(limits.timeout),
+        timeout_keep_alive=max(1, math.ceil(limits.keep_alive)),
+        limit_concurrency=limits.max_connections,
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+    )

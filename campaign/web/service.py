@@ -21,8 +21,9 @@ log = logging.getLogger("campaign.web.service")
 class Service:
     """The store, the schedule, the link signer and the clock behind the endpoints.
 
-    `renderer` returns the schedule as compiled now; `Engine.renderer` recompiles it when the
-    files change, so a click always resolves against the templates the sender uses.
+    `renderer` returns the schedule as last compiled, at once: `Engine.serving_renderer`
+    compiles an edit in the background and keeps the last good version while an edit is
+    broken, so no request waits for a compile or fails on a marketer's typo.
     """
 
     store: Store

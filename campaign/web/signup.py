@@ -1,5 +1,6 @@
 """The API for the clinic's own systems: a signup form posts new leads (and, under double
-opt-in, the confirmation email goes out at once), the booking system reports conversions.
+opt-in, the confirmation email is queued for the sender), the booking system reports
+conversions. No request here talks to SMTP: a mail server that hangs cannot hold one up.
 
 Both take the bearer token `CAMPAIGN_API_TOKEN`; without one configured they answer 503, so
 an unconfigured service never accepts leads from anyone.
@@ -10,17 +11,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from datetime import datetime
-from email.utils import parseaddr
-from typing import Any
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, NoReturn
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from campaign.config.schedule import Step
 from campaign.leads.intake import (
     BUILTIN_COLUMNS,
     LeadError,
@@ -29,14 +29,13 @@ from campaign.leads.intake import (
     normalize_email,
     parse_lead,
 )
-from campaign.model import Lead, LeadStatus
-from campaign.rendering.renderer import LeadView, Renderer
-from campaign.sending.transport import DeliveryFailure, Envelope
+from campaign.model import Confirmation, Lead, LeadStatus
 from campaign.web.replies import ApiError
 from campaign.web.service import Service
 
 log = logging.getLogger("campaign.web.signup")
-Mailer = Callable[[Envelope], None]
+# However often one address is posted, it gets one confirmation email in this time.
+CONFIRM_AGAIN_AFTER = timedelta(minutes=10)
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -68,14 +67,35 @@ def lead_from_fields(fields: Mapping[str, Any]) -> LeadInput:
         raise ApiError(400, {"errors": {field: exc.message}}) from None
 
 
+def _refuse_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float; one too large for a float (1e999) would be stored as inf."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is too large a number")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON: `NaN` and `Infinity` (which Python's parser takes by default, and which
+    would be stored as the text "nan") are refused, and so is nesting deep enough to exhaust
+    the parser's recursion (64 KB of `[`): both are answered 400, not stored or a 500."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError:
+        raise ApiError(400, {"errors": {"body": "nests too deeply to be a signup"}}) from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors too
+        raise ApiError(400, {"errors": {"body": f"is not valid JSON: {exc}"}}) from None
+
+
 async def posted_fields(request: Request) -> dict[str, Any]:
     """The fields of a JSON object or of an HTML form (urlencoded or multipart)."""
     kind = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if kind == "application/json":
-        try:
-            data = json.loads(await request.body())
-        except ValueError:
-            raise ApiError(400, {"errors": {"body": "is not valid JSON"}}) from None
+        data = parse_json(await request.body())
         if not isinstance(data, dict):
             raise ApiError(400, {"errors": {"body": "must be a JSON object of fields"}})
         return data
@@ -92,11 +112,10 @@ async def posted_fields(request: Request) -> dict[str, Any]:
 
 @dataclass
 class LeadsApi:
-    """POST /leads and POST /leads/{email}/converted; `mailer` None sends no confirmations."""
+    """POST /leads and POST /leads/{email}/converted."""
 
     service: Service
     api_token: str | None
-    mailer: Mailer | None = None
 
     def authorize(self, request: Request) -> None:
         if self.api_token is None:
@@ -122,39 +141,27 @@ class LeadsApi:
         now = self.service.clock()
         store = self.service.store
         lead_id, created = add_lead(store, schedule, lead, now, pending=schedule.double_opt_in)
+        confirmation: Confirmation | None = None
+        if schedule.confirmation is not None:
+            confirmation = (
+                Confirmation.QUEUED  # queued with the new lead, in the same transaction
+                if created
+                else store.leads.queue_confirmation(
+                    lead_id, schedule.campaign.id, now, CONFIRM_AGAIN_AFTER
+                )
+            )
         stored = self.service.lead(lead_id)
         body = lead_json(stored)
-        if stored.status == LeadStatus.PENDING and schedule.confirmation is not None:
-            body["confirmation"] = self._send_confirmation(
-                renderer, schedule.confirmation, stored, now
-            )
-        log.info("signup lead=%s created=%s status=%s", lead_id, created, stored.status)
-        return JSONResponse(body, 201 if created else 200)
-
-    def _send_confirmation(
-        self, renderer: Renderer, confirmation: Step, lead: Lead, now: datetime
-    ) -> str:
-        """Send the double opt-in email at once; returns "sent" or why it was not sent.
-
-        The lead stays pending either way, and posting the signup again sends it again.
-        """
-        if self.mailer is None:
-            return "not sent: the web service has no mail server"
-        schedule = renderer.schedule
-        campaign_id = schedule.campaign.id
-        signer = self.service.signer
-        links = replace(
-            signer.links(lead.id, campaign_id, confirmation.id),
-            confirm=signer.confirm_url(lead.id, campaign_id),
+        if confirmation is not None and stored.status == LeadStatus.PENDING:
+            body["confirmation"] = confirmation
+        log.info(
+            "signup lead=%s created=%s status=%s confirmation=%s",
+            lead_id,
+            created,
+            stored.status,
+            confirmation,
         )
-        message = renderer.render(confirmation.id, LeadView.of(lead), links, now=now).message
-        sender = parseaddr(schedule.sender.from_)[1]
-        try:
-            self.mailer(Envelope(sender, lead.email, message.as_bytes(), message.utf8))
-        except DeliveryFailure as exc:
-            log.warning("confirmation not sent lead=%s error=%r", lead.id, str(exc))
-            return f"not sent: {exc}"
-        return "sent"
+        return JSONResponse(body, 201 if created else 200)
 
     def converted(self, request: Request) -> Response:
         """POST /leads/{email}/converted, from the booking system: the lead booked."""

@@ -5,7 +5,8 @@ crosses a real socket.
 wait for several senders at once. `FaultServer` behaves like the catcher (accepts and records
 every message) until a scripted fault matches: a reply such as `451 ...` or `550 ...` to one
 command, optionally for one recipient only, a delay before answering (a slow server), a
-dropped connection instead of an answer, a refused AUTH, or a refusing greeting. A `BODY`
+dropped connection instead of an answer, a refused AUTH, a refusing greeting, or a greeting
+that comes only after `greeting_delay` (a relay that never greets). A `BODY`
 fault acts once the client may send the message (after `354`), before its final dot: `drop`
 hangs up there, so the message cannot have been accepted. Faults are
 consumed in order, so a test can say "fail twice, then accept" and watch the retries go
@@ -93,6 +94,8 @@ class FaultHandler:
     caught: list[Caught] = field(default_factory=list)
     commands: list[str] = field(default_factory=list)
     greeting: str | None = None  # replaces "220 ..." and closes the connection
+    greeting_delay: float = 0.0  # seconds before the greeting (a relay that never greets)
+    greeted: int = 0  # greetings actually sent: 0 means no client ever got an answer
     password: str | None = None  # AUTH accepts only this password (any user)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -204,6 +207,10 @@ class _FaultySMTP(SMTP):
         handler: FaultHandler = self.event_handler
         if not self._greeted:
             self._greeted = True
+            if handler.greeting_delay:
+                await asyncio.sleep(handler.greeting_delay)
+            with handler._lock:
+                handler.greeted += 1
             if handler.greeting is not None:
                 await super().push(handler.greeting)
                 assert self.transport is not None
@@ -224,11 +231,13 @@ class FaultServer:
         self,
         *faults: Fault,
         greeting: str | None = None,
+        greeting_delay: float = 0.0,
         password: str | None = None,
         port: int | None = None,
         smtputf8: bool = True,  # False: a relay that does not offer SMTPUTF8, as many do not
     ):
         self.handler = FaultHandler(list(faults), greeting=greeting, password=password)
+        self._greeting_delay = greeting_delay  # from `__enter__` on: the start-up probe is greeted
         self.host = "127.0.0.1"
         self.port = port or free_port()
         logging.getLogger("mail.log").setLevel(logging.CRITICAL)
@@ -251,6 +260,8 @@ class FaultServer:
     def __enter__(self) -> FaultServer:
         self._controller.start()
         self.handler.commands.clear()  # the controller's own start-up probe is not a client
+        self.handler.greeting_delay = self._greeting_delay
+        self.handler.greeted = 0  # after the delay is set: a late probe greeting waits too
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,8 +22,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from campaign.config.settings import SmtpSettings
-from campaign.web.app import create_app, smtp_mailer
+from campaign.web.app import create_app
 from harness.clock import wait_for
 from harness.db import read_rows
 from harness.engine import Campaign, open_campaign
@@ -35,6 +34,28 @@ AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 START = datetime(2026, 3, 2, 16, 0, tzinfo=UTC)  # a Monday, 10:00 in Chicago: the window is open
 WEEK = timedelta(days=7)
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}  # the body RFC 8058 mailbox providers POST
+CONFIRM_SUBJECT = "Please confirm your subscription"
+CONFIRM_BUTTON = "Yes, send me the emails"
+CONFIRM_TEMPLATE = """{% extends "layout.html.j2" %}
+{% block body %}
+<p>Hi {{ lead.first_name }},</p>
+<p>Please confirm that you want our five emails about back pain.</p>
+<p><a class="button" href="{{ links.confirm }}">Yes, send me the emails</a></p>
+{% endblock %}
+"""
+
+
+def double_opt_in(data: dict[str, Any]) -> None:
+    """A schedule edit: web signups stay pending until they confirm by email."""
+    data["double_opt_in"] = True
+    data["confirm"] = {"subject": CONFIRM_SUBJECT, "template": "confirm.html.j2"}
+
+
+def ask_to_confirm(campaign: Campaign) -> None:
+    """Turn double opt-in on in the campaign's schedule, with its confirmation template."""
+    campaign.edit(double_opt_in)
+    template = campaign.schedule_path.parent / "templates/emails/confirm.html.j2"
+    template.write_text(CONFIRM_TEMPLATE, encoding="utf-8")
 
 
 @dataclass
@@ -116,19 +137,22 @@ def open_web(
     *,
     api_token: str | None = API_TOKEN,
     change: Callable[[dict[str, Any]], None] | None = None,
+    confirmations: bool = False,
 ) -> Iterator[Web]:
-    """A campaign copied into `folder` (optionally edited), its catcher running, and the app."""
+    """A campaign copied into `folder` (optionally edited; with `confirmations`, under double
+    opt-in), its catcher running, and the app."""
     with open_campaign(folder) as campaign:
         if change is not None:
             campaign.edit(change)
+        if confirmations:
+            ask_to_confirm(campaign)
         campaign.clock.now = START
         app = create_app(
             campaign.store,
-            campaign.engine().renderer,
+            campaign.engine().serving_renderer,
             signer(),
             api_token,
             campaign.clock,
-            smtp_mailer(SmtpSettings(port=campaign.catcher.port)),
         )
         with (
             serving(app) as port,

@@ -253,3 +253,34 @@ def test_an_address_in_other_letter_case_is_the_same_lead(campaign: Campaign) ->
         ("Ana@example.com", "mechanisms"),
         ("Bo@example.com", "mechanisms"),
     ]
+
+
+# The header of an audience export from a popular email tool, as it writes it: quoted names,
+# `Email Address` for the address, its own columns kept as attributes.
+TOOL_EXPORT = (
+    '"Email Address","First Name","Last Name","Phone Number","MEMBER_RATING","OPTIN_TIME",'
+    '"TIMEZONE","CC","LEID","TAGS"\n'
+    'ana.souza@example.com,Ana,Souza,"",2,"2026-10-01 10:00:00",Europe/Lisbon,PT,1001,'
+    '"""Back pain"""\n'
+    'bob@example.com,"Bob ""Bobby""",Stone,,2,,America/Chicago,US,1002,\n'
+)
+
+
+@pytest.mark.slow
+def test_an_export_from_an_email_tool_imports_as_it_is(campaign: Campaign) -> None:
+    """`Email Address`, `E-mail` and the like name the address column; nobody should have to
+    rename a column before importing a list exported from the tool they leave."""
+    result = campaign.cli("leads", "import", str(write(campaign, "export.csv", TOOL_EXPORT)))
+    assert "imported 2, already present 0, rejected 0" in result.stdout, result.stdout
+    ana = campaign.store.leads.lead_by_email("ana.souza@example.com")
+    assert ana is not None and (ana.first_name, ana.timezone) == ("Ana", "Europe/Lisbon")
+    assert ana.attributes["last_name"] == "Souza" and ana.attributes["tags"] == '"Back pain"'
+    bob = campaign.store.leads.lead_by_email("bob@example.com")
+    assert bob is not None and bob.first_name == 'Bob "Bobby"'
+
+
+@pytest.mark.slow
+def test_two_columns_that_both_name_the_address_refuse_the_file(campaign: Campaign) -> None:
+    content = "Email,E-mail Address\nann@example.com,ann@example.org\n"
+    result = campaign.cli("leads", "import", str(write(campaign, "two.csv", content)), expect=2)
+    assert "'Email'" in result.stderr and "'E-mail Address'" in result.stderr, result.stderr

@@ -65,7 +65,7 @@ def test_case_sensitive_facts(renderer: Renderer) -> None:
 
 
 def test_booking_link_carries_utm_parameters(renderer: Renderer) -> None:
-    text = render(renderer, "booking").text
+    text = " ".join(render(renderer, "booking").text.split())  # the address has its own line
     assert f"Book your first session ({BOOKING_URL}?utm_source=nurture" in text, text
     assert "utm_content=booking" in text
 
@@ -130,7 +130,7 @@ def test_class_styles_are_inlined(renderer: Renderer, step: str) -> None:
         assert EXPECTED_PROPERTY[name] in _style(element), (name, element.get("style"))
     button = body.find_class("button")
     if button:
-        assert _style(button[0])["background-color"] == "#c8553d"
+        assert _style(button[0])["background-color"] == "#bb4f38"  # 4.9:1 under white text
 
 
 @pytest.mark.parametrize("step", STEPS)
