@@ -72,7 +72,8 @@ def template_problem(exc: TemplateProblem, templates: str) -> Problem:
     path = exc.template
     if not path.endswith((".yaml", ".yml")):
         path = f"{templates}/{path}"
-    return Problem(f"{path}, line {exc.line}" if exc.line else path, exc.message)
+    message = f"{exc.where}: {exc.message}" if exc.where else exc.message
+    return Problem(f"{path}, line {exc.line}" if exc.line else path, message)
 
 
 class LivePreview:
@@ -101,7 +102,7 @@ class LivePreview:
             problems = [
                 Problem(
                     f"{i.file}, line {i.line}" if i.line else i.file,
-                    f"{i.field}: {i.message}" if i.field else i.message,
+                    i.text,
                 )
                 for i in exc.issues
             ]
@@ -125,7 +126,8 @@ class LivePreview:
             try:
                 return Rendered(*header, preview_steps(renderer, lead, self.signer, self.clock()))
             except TemplateProblem as exc:
-                return Rendered(*header, problems=[template_problem(exc, schedule.templates)])
+                found = [template_problem(one, schedule.templates) for one in exc.each()]
+                return Rendered(*header, problems=found)
 
     def picker(self) -> list[PickerLead]:
         """Sample leads, then the first leads of the store (if there is one)."""

@@ -32,6 +32,7 @@ from rich.progress import (
 from campaign.config import settings
 from campaign.config.schedule import LoadedSchedule, ScheduleError, load_schedule
 from campaign.config.settings import SettingsError
+from campaign.rendering.checked import compiled_series
 from campaign.rendering.renderer import Renderer, TemplateProblem
 from campaign.store import DatabaseError, Store, StoreError
 from campaign.store.location import database_missing, database_state
@@ -53,9 +54,9 @@ class AppContext:
         return load_schedule(self.schedule_path)
 
     def renderer(self) -> Renderer:
-        renderer = Renderer(self.load())
-        renderer.compile_all()  # a broken template stops the command before anything happens
-        return renderer
+        """Every step compiled: a broken template stops the command before anything happens,
+        reported with every other problem of the schedule and its templates."""
+        return compiled_series(self.schedule_path)
 
 
 @contextmanager
@@ -64,12 +65,16 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except ScheduleError as exc:
-        errors.print(f"[bold red]{len(exc.issues)} problem(s) in the schedule:[/]")
+        files = "schedule" if len({i.file for i in exc.issues}) == 1 else "schedule and templates"
+        errors.print(f"[bold red]{len(exc.issues)} problem(s) in the {files}:[/]")
         for issue in exc.issues:
             errors.print(f"  {issue}", markup=False, highlight=False)
         sys.exit(2)
     except TemplateProblem as exc:
-        errors.print(f"[bold red]template error:[/] {exc}", highlight=False)
+        found = exc.each()
+        errors.print(f"[bold red]{len(found)} problem(s) in the templates:[/]")
+        for one in found:
+            errors.print(f"  {one}", markup=False, highlight=False)
         sys.exit(2)
     except SettingsError as exc:  # values are escaped: a setting may hold `[` or `]`
         if len(exc.problems) > 1:

@@ -7,16 +7,17 @@ the line and the field, the way a compiler reports errors.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import time, timedelta
 from email.utils import getaddresses
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -32,7 +33,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
+from campaign.config import wording, yaml_errors
 from campaign.model import CONFIRM_STEP  # the double opt-in email's id; no series step may use it
 
 MAX_SCHEDULE_BYTES = 1_000_000
@@ -52,14 +55,18 @@ class ScheduleIssue:
 
     file: str
     line: int | None
-    field: str
-    message: str
+    field: str  # the setting's path, `steps[1].subject`, for programs and tests
+    message: str  # a sentence that names the setting, so it reads alone
+    where: str = ""  # `step 2 (pain-types)` when the problem is in a step
+
+    @property
+    def text(self) -> str:
+        """The problem without its file and line, as the live preview shows it."""
+        return f"{self.where}: {self.message}" if self.where else self.message
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return (
-            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
-        )
+        place = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{place}: {self.text}"
 
 
 class WarningKind(StrEnum):
@@ -118,10 +125,16 @@ class _FieldValueError(ValueError):
 
 
 class ScheduleError(Exception):
-    """Every problem found in a schedule, so the marketer fixes them in one pass."""
+    """Every problem found in a schedule, so the marketer fixes them in one pass.
 
-    def __init__(self, issues: Iterable[ScheduleIssue]):
+    `stand_in` is the schedule with each broken setting replaced by a harmless valid value,
+    when there is one: good enough to check the templates in the same pass, never to send.
+    """
+
+    def __init__(self, issues: Iterable[ScheduleIssue], stand_in: Schedule | None = None):
         self.issues = list(issues)
+        self.stand_in = stand_in
+        self.loaded_stand_in: LoadedSchedule | None = None  # set by `load_schedule`
         super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
@@ -362,8 +375,8 @@ class Schedule(_Model):
         if self.double_opt_in and self.confirm is None:
             raise _FieldValueError(
                 ("double_opt_in",),
-                "is true but there is no confirm: section (the confirmation email's "
-                "subject and template)",
+                "it is true but there is no confirm: section (the confirmation email's "
+                "subject and template); add one or set double_opt_in: false",
             )
         if self.double_opt_in and CONFIRM_STEP in self.steps_by_id:
             index = [step.id for step in self.steps].index(CONFIRM_STEP)
@@ -381,8 +394,8 @@ class Schedule(_Model):
             if step.delay <= timedelta(0):
                 raise _FieldValueError(
                     (index, "delay"),
-                    f"step {index} ({step.id!r}) must wait after the one before it: "
-                    "a delay of 0 would send two emails at once",
+                    "must be more than 0 after the first step: a delay of 0 would send this "
+                    "email together with the one before it",
                 )
         return steps
 
@@ -439,7 +452,9 @@ class _Reader:
     def __init__(self, file: str):
         self.file = file
         self.lines: dict[Path_, int] = {}
-        self.issues: list[ScheduleIssue] = []
+        # Problems found while reading: the path, its line and the sentence for its name,
+        # which is known only once the steps (and so their ids) have been read.
+        self.problems: list[tuple[Path_, int, Callable[[str], str]]] = []
         self._scalars = yaml.constructor.SafeConstructor()
         self._budget = MAX_YAML_NODES
 
@@ -459,20 +474,29 @@ class _Reader:
         for key_node, value_node in node.value:
             key = self._scalars.construct_object(key_node)
             if not isinstance(key, str | int):
-                self.issues.append(self._issue(key_node, path, "keys must be plain words"))
+                self._problem(
+                    key_node,
+                    path,
+                    lambda name: f"a key in {name or 'the file'} is not a plain word",
+                )
                 continue
             key = str(key)
             if key in out:
-                self.issues.append(
-                    self._issue(key_node, (*path, key), "appears twice; keep only one")
+                self._problem(
+                    key_node, (*path, key), lambda name: f"{name} appears twice; keep one"
                 )
                 continue
             self.lines[(*path, key)] = key_node.start_mark.line + 1
             out[key] = self.read(value_node, (*path, key))
         return out
 
-    def _issue(self, node: yaml.Node, path: Path_, message: str) -> ScheduleIssue:
-        return ScheduleIssue(self.file, node.start_mark.line + 1, dotted(path), message)
+    def _problem(self, node: yaml.Node, path: Path_, sentence: Callable[[str], str]) -> None:
+        self.problems.append((path, node.start_mark.line + 1, sentence))
+
+    def issues(self, data: Any) -> list[ScheduleIssue]:
+        """The problems found while reading, each placed in its step."""
+        steps = data.get("steps") if isinstance(data, dict) else None
+        return [issue_at(self, steps, path, say, line) for path, line, say in self.problems]
 
     def line_of(self, path: Path_) -> int | None:
         while path:
@@ -494,89 +518,212 @@ def dotted(path: Path_) -> str:
     return out
 
 
-def _pydantic_issues(exc: ValidationError, reader: _Reader) -> list[ScheduleIssue]:
+def issue_at(
+    reader: _Reader,
+    steps: Any,
+    path: Path_,
+    say: Callable[[str], str] | str,
+    line: int | None = None,
+) -> ScheduleIssue:
+    """A problem with the setting at `path`, said the way a marketer counts: a step's own
+    settings name the step (`step 2 (pain-types)`) and then the setting (`subject`). `say`
+    makes the sentence from the setting's name there, or is the sentence."""
+    where, name = "", dotted(path)
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        index = path[1]
+        item = steps[index] if isinstance(steps, list) and index < len(steps) else None
+        step_id = item.get("id") if isinstance(item, dict) else None
+        valid = isinstance(step_id, str) and bool(step_id)
+        where = step_label(index + 1, str(step_id)) if valid else f"step {index + 1}"
+        name = dotted(path[2:]) or "the step"
+    line = line if line is not None else reader.line_of(path)
+    message = say if isinstance(say, str) else say(name)
+    return ScheduleIssue(reader.file, line, dotted(path), message, where)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model inside an annotation (`list[Step]`, `Confirmation | None`)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, (_model_in(arg) for arg in get_args(annotation))), None)
+
+
+def _settings_of(model: type[BaseModel]) -> dict[str, Any]:
+    return {info.alias or name: info.annotation for name, info in model.model_fields.items()}
+
+
+def known_settings(path: Path_) -> list[str]:
+    """The settings allowed beside the one at `path`, for "did you mean" on a typo."""
+    model: type[BaseModel] | None = Schedule
+    for part in path[:-1]:
+        if model is not None and isinstance(part, str) and part in _settings_of(model):
+            model = _model_in(_settings_of(model)[part])
+    return list(_settings_of(model)) if model is not None else []
+
+
+def _error_path(error: ErrorDetails) -> Path_:
+    """Where a validation error is, down to the field a model-level check names."""
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
+    cause = error.get("ctx", {}).get("error")
+    return (*loc, *cause.where) if isinstance(cause, _FieldValueError) else loc
+
+
+def _pydantic_issues(exc: ValidationError, reader: _Reader, data: Any) -> list[ScheduleIssue]:
     issues = []
     for error in exc.errors():
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and "[" in p))
-        cause = error.get("ctx", {}).get("error")
-        if isinstance(cause, _FieldValueError):
-            loc = (*loc, *cause.where)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "is not a known setting (check the spelling)"
-        elif error["type"] == "missing":
-            message = "is required"
-        elif error["type"] == "literal_error":
-            message = f"got {error.get('input')!r}; {message[0].lower()}{message[1:]}"
-        issues.append(ScheduleIssue(reader.file, reader.line_of(loc), dotted(loc), message))
+        loc = _error_path(error)
+        known = known_settings(loc)
+        issues.append(
+            issue_at(
+                reader,
+                data.get("steps"),
+                loc,
+                partial(wording.plain_message, error, known=known),
+            )
+        )
     return issues
 
 
+def _template_file(templates_dir: Path, name: Any) -> Path | None:
+    """The step's template file, or None when the name does not lead to one in the folder."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return None
+    template = (templates_dir / name).resolve()
+    inside = template.is_relative_to(templates_dir) and template.is_file()
+    return template if inside else None
+
+
+def _templates_dir(templates: Any, base_dir: Path) -> Path | None:
+    if not isinstance(templates, str) or "\0" in templates:
+        return None
+    folder = (base_dir / templates).resolve()
+    return folder if folder.is_dir() else None
+
+
 def _template_issues(
-    templates: Any, steps: list[tuple[Any, Any]], base_dir: Path, reader: _Reader
+    templates: Any, steps: list[tuple[Any, Any]], base_dir: Path, reader: _Reader, raw: Any
 ) -> list[ScheduleIssue]:
     """Step ids used twice and templates not in the folder. Run on the raw values too when
     other settings are wrong, so those problems are reported in the same pass."""
     if not isinstance(templates, str):
         return []
-    templates_dir = None if "\0" in templates else (base_dir / templates).resolve()
-    if templates_dir is None or not templates_dir.is_dir():
-        line = reader.line_of(("templates",))
-        return [ScheduleIssue(reader.file, line, "templates", f"folder {templates!r} not found")]
+    templates_dir = _templates_dir(templates, base_dir)
+    if templates_dir is None:
+        return [
+            issue_at(
+                reader,
+                raw,
+                ("templates",),
+                f"the templates folder {templates!r} was not found next to {reader.file}",
+            )
+        ]
     issues = []
     seen: dict[str, int] = {}
     for index, (step_id, name) in enumerate(steps):
         if isinstance(step_id, str) and step_id in seen:
-            path = ("steps", index, "id")
+            first = step_label(seen[step_id] + 1, step_id)
             issues.append(
-                ScheduleIssue(
-                    reader.file,
-                    reader.line_of(path),
-                    dotted(path),
-                    f"step id {step_id!r} is already used by steps[{seen[step_id]}]",
+                issue_at(
+                    reader,
+                    raw,
+                    ("steps", index, "id"),
+                    f"the id is already used by {first}; give each step its own id",
                 )
             )
         if isinstance(step_id, str):
             seen.setdefault(step_id, index)
         if not isinstance(name, str) or not name:
             continue  # a missing or empty template is already reported by validation
-        template = None if "\0" in name else (templates_dir / name).resolve()
-        if template is None or not template.is_relative_to(templates_dir) or not template.is_file():
-            path = ("steps", index, "template")
+        if _template_file(templates_dir, name) is None:
+            close = wording.did_you_mean(
+                name, [p.name for p in templates_dir.glob("*.j2") if p.name != "layout.html.j2"]
+            )
             issues.append(
-                ScheduleIssue(
-                    reader.file,
-                    reader.line_of(path),
-                    dotted(path),
-                    f"template {name!r} not found in {templates}/",
+                issue_at(
+                    reader,
+                    raw,
+                    ("steps", index, "template"),
+                    f"template {name!r} not found in {templates}/.{close}",
                 )
             )
     return issues
 
 
-def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
-    """Validate schedule text; raise `ScheduleError` listing every problem. Longer than
-    most: each stage (size, YAML, shape, cross-field rules) adds its problems to one list,
-    and splitting the stages would pass that list and the line reader through each."""
+# Harmless valid values for the settings a schedule must have, put where the marketer's
+# value is broken so the templates can still be checked in the same pass. Never sent.
+_STAND_INS: dict[str, Any] = {
+    "campaign": {"id": "series", "name": "Series"},
+    "sender": {"from": "sender@example.com"},
+    "clinic": {"name": "Clinic", "postal_address": "1 Example Street"},
+    "booking_url": "https://example.com/",
+    "timezone": "UTC",
+    "send_window": {"days": list(WEEKDAYS)},
+}
+_STEP_STAND_INS = {"subject": "Subject", "preheader": "", "delay": "7d"}
+
+
+def _stand_in(data: dict[str, Any], errors: list[Path_], base_dir: Path) -> Schedule | None:
+    """The schedule with each broken setting (at `errors`) replaced by a stand-in, and the
+    steps whose template cannot be found left out; None when that still does not validate."""
+    data = copy.deepcopy(data)
+    steps = data.get("steps")
+    if not isinstance(steps, list):
+        return None
+    dropped: set[int] = set()
+    for loc in errors:
+        if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
+            item = steps[loc[1]] if loc[1] < len(steps) else None
+            key = loc[2] if len(loc) > 2 else None
+            if isinstance(item, dict) and key in _STEP_STAND_INS:
+                item[key] = _STEP_STAND_INS[str(key)]
+            elif isinstance(item, dict) and key == "id":
+                item["id"] = f"step-{loc[1] + 1}"
+            elif isinstance(item, dict) and isinstance(key, str) and key not in item:
+                continue  # a missing optional field would not have failed
+            elif isinstance(item, dict) and isinstance(key, str) and key not in Step.model_fields:
+                item.pop(key)  # an unknown key
+            else:
+                dropped.add(loc[1])
+        elif loc and isinstance(loc[0], str):
+            if loc[0] in _STAND_INS:
+                data[loc[0]] = copy.deepcopy(_STAND_INS[loc[0]])
+            else:
+                data.pop(loc[0], None)  # an optional setting goes back to its default
+    templates_dir = _templates_dir(data.get("templates", "templates/emails"), base_dir)
+    if templates_dir is None:
+        return None
+    data["steps"] = [
+        item
+        for index, item in enumerate(steps)
+        if index not in dropped
+        and isinstance(item, dict)
+        and _template_file(templates_dir, item.get("template"))
+    ]
+    try:
+        return Schedule.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _syntax_issue(exc: yaml.MarkedYAMLError, text: str, file: str) -> ScheduleIssue:
+    lines = text.splitlines()
+    line, message = yaml_errors.explain(exc, lines)
+    where = yaml_errors.step_at(lines, line) if line else ""
+    return ScheduleIssue(file, line, "", message, where)
+
+
+def _read(text: str, reader: _Reader) -> dict[str, Any]:
+    """The YAML as plain data, or `ScheduleError` when it is not a mapping of settings."""
+    file = reader.file
     if len(text.encode("utf-8", "replace")) > MAX_SCHEDULE_BYTES:
         raise ScheduleError(
             [ScheduleIssue(file, None, "", f"is larger than {MAX_SCHEDULE_BYTES // 1000} kB")]
         )
-    reader = _Reader(file)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = reader.read(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
-        problem = exc.problem or "not valid YAML"
-        if (
-            "\t" in text
-            and "tab" not in problem
-            and "\t" in text.splitlines()[line - 1 if line else 0]
-        ):
-            problem += " (tabs are not allowed for indentation; use spaces)"
-        raise ScheduleError([ScheduleIssue(file, line, "", f"YAML syntax: {problem}")]) from None
+        raise ScheduleError([_syntax_issue(exc, text, file)]) from None
     except _TooLarge:
         raise ScheduleError(
             [ScheduleIssue(file, None, "", "expands to too many values (alias bomb?)")]
@@ -587,25 +734,31 @@ def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
         raise ScheduleError(
             [ScheduleIssue(file, 1, "", "must be a mapping of settings (campaign:, steps:, ...)")]
         )
-    issues = list(reader.issues)
-    schedule = None
+    return data
+
+
+def parse_schedule(text: str, file: str, base_dir: Path) -> Schedule:
+    """Validate schedule text; raise `ScheduleError` listing every problem, with a stand-in
+    schedule when the templates can still be checked."""
+    reader = _Reader(file)
+    data = _read(text, reader)
+    issues = reader.issues(data)
+    schedule, broken = None, list[Path_]()
     try:
         schedule = Schedule.model_validate(data)
     except ValidationError as exc:
-        issues.extend(_pydantic_issues(exc, reader))
-    if schedule is not None:
-        templates: Any = schedule.templates
-        steps: list[tuple[Any, Any]] = [(s.id, s.template) for s in schedule.steps]
-    else:  # check what can be checked anyway, so the marketer fixes everything in one pass
-        templates = data.get("templates", Schedule.model_fields["templates"].default)
-        raw = data.get("steps")
-        steps = [
-            (s.get("id"), s.get("template")) if isinstance(s, dict) else (None, None)
-            for s in (raw if isinstance(raw, list) else [])
-        ]
-    issues.extend(_template_issues(templates, steps, base_dir, reader))
+        issues.extend(_pydantic_issues(exc, reader, data))
+        broken = [_error_path(error) for error in exc.errors()]
+    raw = data.get("steps")
+    templates = data.get("templates", Schedule.model_fields["templates"].default)
+    steps = [
+        (s.get("id"), s.get("template")) if isinstance(s, dict) else (None, None)
+        for s in (raw if isinstance(raw, list) else [])
+    ]
+    issues.extend(_template_issues(templates, steps, base_dir, reader, raw))
     if issues:
-        raise ScheduleError(sorted(issues, key=lambda i: (i.line or 0, i.field)))
+        stand_in = _stand_in(data, broken, base_dir)
+        raise ScheduleError(sorted(issues, key=lambda i: (i.line or 0, i.field)), stand_in)
     assert schedule is not None
     return schedule
 
@@ -624,8 +777,14 @@ def load_schedule(path: str | Path) -> LoadedSchedule:
     except UnicodeDecodeError as exc:
         issue = ScheduleIssue(name, None, "", f"is not UTF-8 text ({exc.reason})")
         raise ScheduleError([issue]) from None
-    schedule = parse_schedule(text, name, path.parent)
-    return LoadedSchedule(schedule, path.resolve(), hashlib.sha256(raw).hexdigest())
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        schedule = parse_schedule(text, name, path.parent)
+    except ScheduleError as exc:
+        if exc.stand_in is not None:
+            exc.loaded_stand_in = LoadedSchedule(exc.stand_in, path.resolve(), digest)
+        raise
+    return LoadedSchedule(schedule, path.resolve(), digest)
 
 
 def setting_value(schedule: Schedule, dotted_name: str) -> str:
@@ -646,6 +805,12 @@ def _lines(loaded: LoadedSchedule) -> _Reader:
     except (OSError, yaml.YAMLError, _TooLarge, ValueError):
         pass  # changed under our feet: warnings then go without a line
     return reader
+
+
+def setting_line(loaded: LoadedSchedule, path: Path_) -> int | None:
+    """The line of a setting in a schedule that loaded, for problems found after loading
+    (a subject that does not render)."""
+    return _lines(loaded).line_of(path)
 
 
 def schedule_warnings(loaded: LoadedSchedule) -> list[ScheduleWarning]:

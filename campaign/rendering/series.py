@@ -30,7 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from campaign.config.schedule import LoadedSchedule, ScheduleError, load_schedule
-from campaign.rendering.renderer import Renderer, TemplateProblem, series_version
+from campaign.rendering.renderer import (
+    Renderer,
+    TemplateProblem,
+    TemplateProblems,
+    series_version,
+)
 
 log = logging.getLogger("campaign.rendering.series")
 
@@ -67,7 +72,7 @@ def _again(problem: ScheduleError | TemplateProblem) -> ScheduleError | Template
     """A fresh copy of a problem already found, to raise again without reading the files."""
     if isinstance(problem, ScheduleError):
         return ScheduleError(problem.issues)
-    return TemplateProblem(problem.template, problem.line, problem.message)
+    return TemplateProblems(problem.each())
 
 
 @dataclass(frozen=True)

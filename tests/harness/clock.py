@@ -8,6 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+# Seconds after which a refusal that should be quick counts as hanging. Far above any honest
+# run on a loaded, shared machine and far below forever: these checks catch a missing bound,
+# they do not measure speed (bench/ does).
+NO_HANG = 30.0
+
 # Wednesday 4 March 2026, 10:00 in Chicago: inside the send window, step 1 due at once.
 T0 = datetime(2026, 3, 4, 16, 0, tzinfo=UTC)
 

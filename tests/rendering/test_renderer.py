@@ -276,8 +276,11 @@ def test_misspelt_variable_names_template_and_line(schedule_copy) -> None:
     problem = caught.value
     assert problem.template == "mechanisms.html.j2", problem
     assert problem.line == line, problem
-    assert "frist_name" in problem.message, problem
-    assert str(problem).startswith(f"mechanisms.html.j2:{line}: ")
+    assert "`lead.frist_name` does not exist" in problem.message, problem
+    assert "Did you mean `lead.first_name`?" in problem.message, problem
+    assert str(problem).startswith(
+        f"templates/emails/mechanisms.html.j2:{line}: step 1 (mechanisms): "
+    ), problem
     # Other steps are unaffected.
     assert renderer.compile("faqs").step.id == "faqs"
 

@@ -76,7 +76,7 @@ def break_template(campaign: Campaign) -> None:
 
 @pytest.mark.parametrize(
     ("breaker", "named"),
-    [(break_yaml, "steps[1].delay"), (break_template, "pain-types.html.j2")],
+    [(break_yaml, "step 2 (pain-types): delay"), (break_template, "pain-types.html.j2")],
     ids=["schedule", "template"],
 )
 def test_invalid_edit_while_running_sends_nothing(
