@@ -468,6 +468,38 @@ def imports(report: Report, dbs: Databases, schedule: Path, rows: int) -> None:
     )
 
 
+def inbound(report: Report, dbs: Databases, schedule: Path, sink: Sink, count: int) -> None:
+    """Mail that comes back, on one core: DSNs through the inbound processor, and provider
+    webhook events through the web app, each marking its lead bounced."""
+    url = dbs.fresh("sqlite")
+    r = child("inbound", db=url, schedule=str(schedule), port=sink.port, count=count)
+    dbs.drop(url)
+    rows = [
+        [
+            "DSN by mail (inbound receive/serve/poll)",
+            f"{count:,}",
+            f"{r['mail_seconds']:.2f}",
+            f"{count / r['mail_seconds']:,.0f}",
+            f"{r['mail_cpu'] / count * 1000:.2f}",
+        ],
+        [
+            "SendGrid bounce event (POST /webhooks/sendgrid)",
+            f"{count:,}",
+            f"{r['hook_seconds']:.2f}",
+            f"{count / r['hook_seconds']:,.0f}",
+            f"{r['hook_cpu'] / count * 1000:.2f}",
+        ],
+    ]
+    report.table(
+        "Inbound processing, one core, SQLite (campaign.inbound, campaign.webhooks)",
+        ["way in", "messages", "seconds", "per second", "CPU ms each"],
+        rows,
+        "Each is parsed, classified, matched to its delivery by Message-ID, recorded once and "
+        "applied (the lead bounced, its queue cancelled, the address suppressed) in one "
+        "transaction.",
+    )
+
+
 def memory(
     report: Report,
     dbs: Databases,
@@ -528,6 +560,7 @@ def main() -> None:
         workers(report, dbs, schedule, sink, 1_000 if quick else 10_000)
         due_query(report, dbs, schedule, 50_000 if quick else 1_000_000, 50 if quick else 200)
         imports(report, dbs, schedule, 10_000 if quick else 100_000)
+        inbound(report, dbs, schedule, sink, 500 if quick else 5_000)
         memory(
             report,
             dbs,

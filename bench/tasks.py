@@ -23,6 +23,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the harness: the web app on loopback
 
 from sqlalchemy import text  # noqa: E402
 
@@ -408,6 +409,119 @@ def import_file(db: str, schedule: str, path: str) -> dict[str, Any]:
     }
 
 
+# -- mail that comes back ------------------------------------------------------------------
+
+DSN = """From: MAILER-DAEMON@mx.example.net (Mail Delivery System)
+To: {sender}
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <dsn-{n}@mx.example.net>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="b{n}"
+
+--b{n}
+Content-Type: text/plain
+
+I'm sorry to have to inform you that your message could not be delivered.
+
+--b{n}
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.net
+
+Final-Recipient: rfc822; {email}
+Action: failed
+Status: 5.1.1
+Diagnostic-Code: smtp; 550 5.1.1 <{email}>: Recipient address rejected
+
+--b{n}
+Content-Type: text/rfc822-headers
+
+Message-ID: {message_id}
+To: {email}
+Subject: How acupuncture eases back pain
+
+--b{n}--
+"""
+
+
+def _sent(store: Store) -> list[tuple[str, str]]:
+    """(address, Message-ID) of every email sent: what a bounce or an event refers to."""
+    with store.db.engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT l.email, d.message_id FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+                " WHERE d.status = 'sent' ORDER BY d.id"
+            )
+        )
+        return [(row[0], row[1]) for row in rows]
+
+
+def inbound(db: str, schedule: str, port: int, count: int) -> dict[str, Any]:
+    """`2 * count` leads sent step 1; a hard-bounce DSN about each of the first `count`
+    through the one inbound processor, and a SendGrid bounce event about each of the others
+    posted over HTTP on loopback to the real web app (uvicorn in a thread of this process):
+    per second, and CPU each."""
+    import httpx
+
+    from campaign.config.settings import webhook_settings
+    from campaign.inbound.process import InboundProcessor
+    from campaign.web.app import create_app
+    from campaign.webhooks import Webhooks
+    from harness.web import serving
+
+    seed(db, schedule, 2 * count)
+    store = Store.open(db)
+    engine = Engine(Path(schedule), store, SmtpSettings(port=port), SIGNER, clock=lambda: T0)
+    assert engine.send_due().sent == 2 * count
+    sent = _sent(store)
+    by_mail, by_hook = sent[:count], sent[count:]
+    processor = InboundProcessor(store, engine.renderer().schedule, None, lambda: T0)
+    dsns = [
+        DSN.format(n=n, sender="care@example.com", email=email, message_id=mid).encode()
+        for n, (email, mid) in enumerate(by_mail)
+    ]
+    cpu, started = cpu_seconds(), time.perf_counter()
+    for raw in dsns:
+        processor.process(raw)
+    mail_s, mail_cpu = time.perf_counter() - started, cpu_seconds() - cpu
+
+    secret = "benchmark-only-webhook-secret"
+    hooks = Webhooks(webhook_settings({"CAMPAIGN_WEBHOOK_SECRET": secret}))
+    app = create_app(store, engine.renderer, SIGNER, None, lambda: T0, hooks)
+    events = [
+        [
+            {
+                "email": email,
+                "event": "bounce",
+                "type": "bounce",
+                "status": "5.1.1",
+                "reason": "550 5.1.1 user unknown",
+                "smtp-id": mid,
+                "sg_event_id": f"ev{n}",
+                "timestamp": int(T0.timestamp()),
+            }
+        ]
+        for n, (email, mid) in enumerate(by_hook)
+    ]
+    with serving(app) as web_port, httpx.Client(auth=("webhook", secret)) as client:
+        url = f"http://127.0.0.1:{web_port}/webhooks/sendgrid"
+        cpu, started = cpu_seconds(), time.perf_counter()
+        for body in events:
+            answer = client.post(url, json=body)
+            assert answer.status_code == 200 and answer.json()["processed"] == 1, answer.text
+        hook_s, hook_cpu = time.perf_counter() - started, cpu_seconds() - cpu
+    bounced = store.reads.lead_counts().get("bounced", 0)
+    store.close()
+    assert bounced == 2 * count, bounced
+    return {
+        "messages": count,
+        "mail_seconds": mail_s,
+        "mail_cpu": mail_cpu,
+        "hook_seconds": hook_s,
+        "hook_cpu": hook_cpu,
+    }
+
+
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "seed": seed,
     "send": send,
@@ -416,6 +530,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "naive": naive,
     "due_query": due_query,
     "import": import_file,
+    "inbound": inbound,
 }
 
 if __name__ == "__main__":

@@ -34,6 +34,39 @@ class LeadStatus(enum.StrEnum):
     MERGED = "merged"
 
 
+# The statuses that put the address itself on the suppression list (`store.suppressions`):
+# never mailed again by any series or import until an operator lifts it.
+SUPPRESSING = frozenset({LeadStatus.BOUNCED, LeadStatus.COMPLAINED, LeadStatus.UNSUBSCRIBED})
+
+
+class ClickSource(enum.StrEnum):
+    """Who opened a tracked link: a person, or a machine opening it for them (a security
+    gateway's link scanner, a prefetch). Only a person's click converts a lead."""
+
+    PERSON = "person"
+    SCANNER = "scanner"
+
+
+@dataclass(frozen=True)
+class EmailClicks:
+    """What the store knows about one email as a link in it is opened: when it was sent
+    (None if it never was), and the clicks on it in the moments before, (url, when)."""
+
+    sent_at: datetime | None
+    recent: tuple[tuple[str, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class ClickVerdict:
+    """Who made a click, and why it is thought so (`web.scanners` decides)."""
+
+    source: ClickSource
+    reason: str = ""
+    # The click completes a burst (several links of one email opened at once): the earlier
+    # clicks of the burst were a scanner's too, though each looked like a person's alone.
+    burst: bool = False
+
+
 class EnrollmentState(enum.StrEnum):
     """A lead's place in one series, apart from the lead's own status."""
 

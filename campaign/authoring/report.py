@@ -1,10 +1,12 @@
 """The funnel report: per step, how many emails went out, who clicked, who left and who booked.
 
-Sent, failed, clicked and converted per step come from `campaign_status` (monitoring), the
-one source for those counts (clicks count leads, not clicks; a conversion is credited to the
-step the store attributes it to). Unsubscribes are credited here to the last email the lead
-had been sent before leaving (`leads.status_at`), the email that made them leave. Anything
-that happened before the first email is shown on a line of its own. Every query only reads.
+Sent, failed, clicked, scanned and converted per step come from `campaign_status`
+(monitoring), the one source for those counts: clicks count leads, not clicks, people
+(`clicked`) and link scanners (`scanned`) apart; a conversion is credited to the step the
+store attributes it to, and only people convert. Unsubscribes are credited here to the last
+email the lead had been sent before leaving (`leads.status_at`), the email that made them
+leave. Anything that happened before the first email is shown on a line of its own. Every
+query only reads.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from campaign.config.schedule import Schedule
 from campaign.monitoring.status import campaign_status
@@ -20,7 +23,20 @@ from campaign.store import Store
 
 BEFORE_FIRST = "(before the first email)"
 STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions
-METRICS = ("sent", "clicked", "unsubscribed", "converted", "failed")  # per step, in order
+# Per step, in order. `clicked`: leads who clicked (people); `scanned`: leads whose links a
+# link scanner opened (`web.scanners`).
+# `bounces`, `complaints`, `replies`: mail that came back about the step (`campaign.inbound`).
+METRICS = (
+    "sent",
+    "clicked",
+    "scanned",
+    "unsubscribed",
+    "converted",
+    "failed",
+    "bounces",
+    "complaints",
+    "replies",
+)
 
 
 @dataclass(frozen=True)
@@ -30,9 +46,13 @@ class StepFunnel:
     subject: str
     sent: int
     clicked: int
+    scanned: int
     unsubscribed: int
     converted: int
     failed: int
+    bounces: int = 0
+    complaints: int = 0
+    replies: int = 0
 
     @property
     def click_rate(self) -> float:
@@ -49,6 +69,21 @@ class Funnel:
 
     def total(self, metric: str) -> int:
         return sum(getattr(step, metric) for step in self.steps)
+
+    def as_json(self) -> dict[str, Any]:
+        """For `report --json`: the same numbers as the table, per step and in total."""
+        return {
+            "campaign": self.campaign_id,
+            "name": self.name,
+            "enrolled": self.enrolled,
+            "generated_at": self.generated_at.isoformat(),
+            "steps": [
+                {"step": s.step, "number": s.number, "subject": s.subject}
+                | {metric: getattr(s, metric) for metric in METRICS}
+                for s in self.steps
+            ],
+            "total": {metric: self.total(metric) for metric in METRICS},
+        }
 
 
 def _unsubscribes(store: Store, campaign_id: str) -> dict[str, int]:
@@ -84,16 +119,20 @@ def build_funnel(
             schedule.steps_by_id[row["step"]].subject if row["step"] in numbers else "",
             row["sent"],
             row["clicked"],
+            row["scanned"],
             unsubscribed.get(row["step"], 0),
             row["converted"],
             row["failed"],
+            row["bounces"],
+            row["complaints"],
+            row["replies"],
         )
         for row in status["steps"]
     ]
     if unsubscribed.get(BEFORE_FIRST) or unattributed:
         steps.append(
             StepFunnel(
-                BEFORE_FIRST, None, "", 0, 0, unsubscribed.get(BEFORE_FIRST, 0), unattributed, 0
+                BEFORE_FIRST, None, "", 0, 0, 0, unsubscribed.get(BEFORE_FIRST, 0), unattributed, 0
             )
         )
     return Funnel(campaign_id, schedule.campaign.name, enrolled, steps, now)

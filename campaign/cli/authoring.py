@@ -4,6 +4,7 @@ own module)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -158,8 +159,10 @@ def serve_preview(app: AppContext, port: int) -> None:
     default=None,
     help="Also write the report as one self-contained HTML page.",
 )
-def report_command(app: AppContext, html_path: Path | None) -> None:
-    """The funnel per step: sent, clicked, unsubscribed, converted, failed."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def report_command(app: AppContext, html_path: Path | None, as_json: bool) -> None:
+    """The funnel per step: sent, clicked (people), scanned (link scanners), unsubscribed,
+    converted (people only), failed."""
     loaded = app.load()
     store = existing_store(app, migrate=True)
     try:
@@ -167,7 +170,10 @@ def report_command(app: AppContext, html_path: Path | None) -> None:
             funnel = build_funnel(store, loaded.schedule, utc_now(), tick)
     finally:
         store.close()
-    print_funnel(console, funnel)
+    if as_json:
+        click.echo(json.dumps(funnel.as_json(), indent=2))
+    else:
+        print_funnel(console, funnel)
     if html_path is not None:
         html_path.write_text(render_html(funnel), encoding="utf-8")
         console.print(f"wrote [bold]{html_path}[/]", highlight=False)

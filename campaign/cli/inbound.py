@@ -1,4 +1,4 @@
-"""`inbound receive`, `serve` and `list`: mail that comes back (campaign.inbound).
+"""`inbound receive`, `serve`, `poll` and `list`: mail that comes back (campaign.inbound).
 
 `receive` is made for an MTA's pipe transport (Postfix `pipe`, Exim, procmail), so its exit
 code follows sysexits, which MTAs understand: 0 when the message was recorded (whatever it
@@ -29,6 +29,7 @@ from campaign.config import settings
 from campaign.config.schedule import ScheduleError
 from campaign.config.settings import SettingsError
 from campaign.inbound.classify import Kind
+from campaign.inbound.poll import MAX_PER_POLL, PollError, poll
 from campaign.inbound.process import MAX_MESSAGE_BYTES, InboundProcessor, NotAMessage, Received
 from campaign.inbound.server import InboundServer
 from campaign.inbound.verp import ReturnPath
@@ -104,6 +105,51 @@ def serve(app: AppContext, host: str, port: int) -> None:
             stop.wait()
     finally:
         store.close()
+
+
+@command(inbound_group, "poll")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, MAX_PER_POLL),
+    default=MAX_PER_POLL,
+    show_default=True,
+    help="At most this many messages; the rest waits for the next poll.",
+)
+def poll_mailbox(app: AppContext, limit: int) -> None:
+    """Read the bounce mailbox over IMAP (CAMPAIGN_IMAP_*), process each new message and
+    move it to the done folder. Safe to run from cron as often as you like."""
+    imap = settings.ImapSettings.from_env()
+    if imap is None:
+        errors.print(
+            "[bold red]no mailbox to poll:[/] set CAMPAIGN_IMAP_HOST, CAMPAIGN_IMAP_USER and "
+            "CAMPAIGN_IMAP_PASSWORD (README: Mail that comes back)",
+            highlight=False,
+        )
+        sys.exit(2)
+    store = open_store(app)
+    try:
+        report = poll(imap, _processor(app, store), limit)
+    except PollError as exc:
+        errors.print(f"[bold red]poll failed:[/] {exc}", highlight=False)
+        sys.exit(1)
+    except (DatabaseError, StoreError) as exc:
+        what = getattr(exc, "orig", None) or exc
+        errors.print(
+            f"[bold red]poll stopped:[/] {what}; the message being processed stays in the "
+            "mailbox for the next poll",
+            highlight=False,
+        )
+        sys.exit(1)
+    finally:
+        store.close()
+    for received in report.received:
+        console.print(received.line(), markup=False, highlight=False)
+    for rejected in report.rejected:
+        errors.print(f"not an email message, moved to {imap.done_folder}: {rejected}")
+    left = f", {report.left} left for the next poll" if report.left else ""
+    console.print(
+        f"{len(report.received)} message(s) processed, {len(report.rejected)} rejected{left}"
+    )
 
 
 @command(inbound_group, "list")

@@ -1,8 +1,10 @@
 """`leads add` and `leads import`: how leads arrive from the command line; `leads reactivate`:
-leads bounced by mistake come back."""
+leads bounced by mistake come back; `leads suppressions` and `leads unsuppress`: the
+addresses never mailed again, and lifting one."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -11,8 +13,14 @@ import click
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from campaign.cli.app import AppContext, command, console, errors, main, now_option, open_store
-from campaign.leads.intake import LeadError, add_lead, import_csv, parse_lead
-from campaign.model import utc_now
+from campaign.leads.intake import (
+    LeadError,
+    SuppressedError,
+    add_lead,
+    import_csv,
+    parse_lead,
+)
+from campaign.model import LeadStatus, utc_now
 from campaign.sending.reactivation import reactivate
 
 
@@ -51,7 +59,11 @@ def leads_add(
         errors.print(f"[bold red]rejected:[/] {exc}", highlight=False)
         sys.exit(2)
     store = open_store(app, create_missing=True)
-    lead_id, created = add_lead(store, loaded.schedule, lead, utc_now())
+    try:
+        lead_id, created = add_lead(store, loaded.schedule, lead, utc_now())
+    except SuppressedError as exc:
+        errors.print(f"[bold red]not added:[/] {exc}", highlight=False)
+        sys.exit(1)
     if created:
         console.print(f"added lead {lead_id} <{lead.email}> to {loaded.schedule.campaign.id}")
     else:
@@ -83,11 +95,15 @@ def leads_import(app: AppContext, file: Path) -> None:
         errors.print(f"{file.name}:{line}: {problem}", markup=False, highlight=False)
     if len(report.rejected) > 200:
         errors.print(f"... and {len(report.rejected) - 200} more rejected rows")
+    for line, why in report.suppressed[:200]:
+        errors.print(f"{file.name}:{line}: skipped: {why}", markup=False, highlight=False)
+    if len(report.suppressed) > 200:
+        errors.print(f"... and {len(report.suppressed) - 200} more suppressed addresses")
     if report.fatal:
         errors.print(f"[bold red]{file.name}: {report.fatal}[/]", highlight=False)
     console.print(
         f"imported {report.imported}, already present {report.already_present}, "
-        f"rejected {len(report.rejected)}"
+        f"rejected {len(report.rejected)}, suppressed {len(report.suppressed)}"
     )
     if report.fatal:
         sys.exit(2)
@@ -122,3 +138,53 @@ def leads_reactivate(
     missed = sorted({e.lower() for e in emails} - {e.lower() for e in done})
     if missed:
         errors.print(f"not bounced, left as they are: {', '.join(missed)}", highlight=False)
+
+
+@command(leads_group, "suppressions")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--lifted", is_flag=True, help="Also list the suppressions lifted, and why.")
+def leads_suppressions(app: AppContext, as_json: bool, lifted: bool) -> None:
+    """The addresses no series or import mails again: bounced, complained, unsubscribed."""
+    store = open_store(app)
+    found = store.suppressions.listing(lifted=lifted)
+    if as_json:
+        click.echo(json.dumps([s.as_json() for s in found], indent=2))
+        return
+    for item in found:
+        line = (
+            f"{item.email}  {item.reason}  since {item.created_at:%Y-%m-%d %H:%M}Z  {item.detail}"
+        )
+        if item.lifted_at is not None:
+            line += f"  (lifted {item.lifted_at:%Y-%m-%d %H:%M}Z: {item.lifted_reason})"
+        console.print(line, markup=False, highlight=False)
+    console.print(f"{sum(s.lifted_at is None for s in found)} address(es) suppressed")
+
+
+# What to do once an address is off the list: the lead's status stays as it was.
+NEXT_STEP = {
+    LeadStatus.BOUNCED: "`leads reactivate {email}` sends it the step that bounced",
+    LeadStatus.UNSUBSCRIBED: "the lead stays unsubscribed; it signs up again to get emails",
+    LeadStatus.COMPLAINED: "the lead stays complained; it signs up again to get emails",
+}
+
+
+@command(leads_group, "unsuppress")
+@click.argument("email")
+@click.option("--reason", required=True, help="Why this address may be mailed again (recorded).")
+@now_option("Record the lifting at this moment")
+def leads_unsuppress(app: AppContext, email: str, reason: str, at: datetime | None) -> None:
+    """Take an address off the suppression list, recording why. The lead's status is not
+    changed back: the command says what to do next."""
+    if not reason.strip():
+        errors.print("[bold red]--reason must say why[/]")
+        sys.exit(2)
+    store = open_store(app)
+    lifted = store.suppressions.lift(email, reason.strip(), at or utc_now())
+    if lifted is None:
+        errors.print(f"{email} is not suppressed: nothing changed", highlight=False)
+        sys.exit(1)
+    console.print(
+        f"lifted: {lifted.email} ({lifted.reason} since {lifted.created_at:%Y-%m-%d %H:%M}Z); "
+        f"next: {NEXT_STEP[lifted.reason].format(email=lifted.email)}",
+        highlight=False,
+    )

@@ -40,6 +40,18 @@ def status(app: AppContext, as_json: bool) -> None:
         table.add_row(row["step"], *(str(row[c]) for c in STATUS_COLUMNS))
     console.print(table)
     console.print("leads: " + ", ".join(f"{k} {v}" for k, v in snapshot["leads"].items()))
+    suppressed = snapshot["suppressed"]
+    console.print(
+        f"suppressed addresses: {sum(suppressed.values())}"
+        + "".join(f", {reason} {count}" for reason, count in sorted(suppressed.items())),
+        highlight=False,
+    )
+    inbound = snapshot["inbound"]
+    console.print(
+        f"inbound messages: {sum(inbound.values())}"
+        + "".join(f", {kind} {count}" for kind, count in inbound.items()),
+        highlight=False,
+    )
     sender = snapshot["sender"]
     if sender["state"] != "ok":
         errors.print(
@@ -119,11 +131,13 @@ def demo(app: AppContext, out: Path) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
 def web(app: AppContext, host: str, port: int) -> None:
-    """Serve signups, unsubscribe, click and booking links (emails point at CAMPAIGN_BASE_URL)."""
+    """Serve signups, unsubscribe, click and booking links (emails point at CAMPAIGN_BASE_URL),
+    and the providers' bounce and complaint webhooks."""
     from campaign.web.app import (  # only this command needs the web stack
         create_app,
         serve,
     )
+    from campaign.webhooks import Webhooks
 
     app.renderer()
     settings.secret_key(required=True)  # before a new database is made for nothing
@@ -143,9 +157,15 @@ def web(app: AppContext, host: str, port: int) -> None:
             "POST /leads/EMAIL/converted answer 503",
             highlight=False,
         )
+    hooks = Webhooks(settings.webhook_settings())
+    if hooks.settings.secret is None:
+        errors.print(
+            "[yellow]warning:[/] CAMPAIGN_WEBHOOK_SECRET is not set; POST /webhooks/... answer 503",
+            highlight=False,
+        )
     log_to_stderr()
     serve(
-        create_app(store, engine.serving_renderer, engine.signer, token, utc_now),
+        create_app(store, engine.serving_renderer, engine.signer, token, utc_now, hooks),
         host,
         port,
     )

@@ -8,13 +8,14 @@ variable's name instead of breaking every message of a run. Errors never repeat 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import math
 import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -281,6 +282,8 @@ def check_environment(db: str | None = None, env: Env | None = None) -> None:
         lambda: api_token(env),
         lambda: WebLimits.from_env(env),
         lambda: dkim_settings(None if env is None else dict(env)),
+        lambda: webhook_settings(env),
+        lambda: ImapSettings.from_env(env),
     ]
     problems: list[str] = []
     for check in checks:
@@ -333,3 +336,126 @@ def dkim_settings(env: dict[str, str] | None = None) -> DkimSettings | None:
             f"{DKIM_KEY_FILE_VAR}={key_file}: cannot read it ({exc.strerror})"
         ) from exc
     return DkimSettings(selector, key_file, private_key)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """The provider webhooks' secrets (`campaign.webhooks`). Without `secret` every webhook
+    answers 503; the providers' own signatures are checked when their key is set (SNS's
+    always, unless `sns_signatures` is turned off)."""
+
+    secret: str | None = None  # the password of the HTTP Basic credentials in each URL
+    mailgun_signing_key: str | None = None  # HMAC key: Mailgun's "HTTP webhook signing key"
+    sendgrid_key: bytes | None = None  # DER public key: SendGrid's signed event webhook
+    sns_signatures: bool = True  # verify SNS messages against Amazon's signing certificate
+
+
+def webhook_settings(env: Env | None = None) -> WebhookSettings:
+    """CAMPAIGN_WEBHOOK_SECRET, CAMPAIGN_MAILGUN_WEBHOOK_SIGNING_KEY,
+    CAMPAIGN_SENDGRID_VERIFICATION_KEY (base64, as SendGrid shows it) and
+    CAMPAIGN_SNS_VERIFY_SIGNATURES (on unless 0), each checked so that a pasted key that
+    cannot verify anything stops the start-up instead of refusing every event."""
+    env = _environ(env)
+    secret = _clean("CAMPAIGN_WEBHOOK_SECRET", env.get("CAMPAIGN_WEBHOOK_SECRET", ""), secret=True)
+    if secret and len(secret) < 16:
+        raise SettingsError("CAMPAIGN_WEBHOOK_SECRET is too short: use at least 16 characters")
+    if ":" in secret:
+        raise SettingsError("CAMPAIGN_WEBHOOK_SECRET contains a colon, which a URL cannot carry")
+    mailgun = "CAMPAIGN_MAILGUN_WEBHOOK_SIGNING_KEY"
+    signing_key = _clean(mailgun, env.get(mailgun, ""), secret=True)
+    verify = "CAMPAIGN_SNS_VERIFY_SIGNATURES"
+    return WebhookSettings(
+        secret=secret or None,
+        mailgun_signing_key=signing_key or None,
+        sendgrid_key=_sendgrid_key(env),
+        sns_signatures=_flag(env, verify) if env.get(verify, "").strip() else True,
+    )
+
+
+def _sendgrid_key(env: Env) -> bytes | None:
+    """The public key SendGrid signs events with: base64 of an ECDSA P-256 key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+    name = "CAMPAIGN_SENDGRID_VERIFICATION_KEY"
+    text = _clean(name, env.get(name, ""))
+    if not text:
+        return None
+    try:
+        der = base64.b64decode(text, validate=True)
+        key = load_der_public_key(der)
+    except ValueError:
+        key = None
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        raise SettingsError(
+            f"{name} is not SendGrid's verification key: paste the base64 public key shown "
+            "under Mail Settings, Signed Event Webhook"
+        )
+    return der
+
+
+_FOLDER = re.compile(r"^[\x20-\x7e]{1,200}$")  # printable ASCII: no IMAP modified UTF-7 needed
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    """The bounce mailbox `inbound poll` reads (CAMPAIGN_IMAP_*); None when unset."""
+
+    host: str
+    user: str
+    password: str = field(repr=False)
+    port: int = 993
+    security: Security = "ssl"
+    folder: str = "INBOX"
+    done_folder: str = "Processed"
+    timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ImapSettings | None:
+        env = _environ(env)
+        host = env.get("CAMPAIGN_IMAP_HOST", "").strip()
+        if not host:
+            return None
+        security = _clean("CAMPAIGN_IMAP_SECURITY", env.get("CAMPAIGN_IMAP_SECURITY", "ssl"))
+        if security not in ("none", "starttls", "ssl"):
+            raise SettingsError(f"CAMPAIGN_IMAP_SECURITY={security!r}: use ssl, starttls or none")
+        user = _clean("CAMPAIGN_IMAP_USER", env.get("CAMPAIGN_IMAP_USER", ""))
+        password = _clean(
+            "CAMPAIGN_IMAP_PASSWORD", env.get("CAMPAIGN_IMAP_PASSWORD", ""), secret=True
+        )
+        if not (user and password):
+            raise SettingsError(
+                "CAMPAIGN_IMAP_HOST is set: CAMPAIGN_IMAP_USER and CAMPAIGN_IMAP_PASSWORD "
+                "are needed too"
+            )
+        folders = {}
+        for name, default in (
+            ("CAMPAIGN_IMAP_FOLDER", "INBOX"),
+            ("CAMPAIGN_IMAP_DONE_FOLDER", "Processed"),
+        ):
+            folders[name] = env.get(name, default)
+            if not _FOLDER.match(folders[name]):
+                raise SettingsError(f"{name}={folders[name]!r}: use a folder name in plain ASCII")
+        settings = cls(
+            host=_host("CAMPAIGN_IMAP_HOST", host),
+            user=user,
+            password=password,
+            port=_integer(env, "CAMPAIGN_IMAP_PORT", 993 if security == "ssl" else 143, 1, 65535),
+            security=security,  # type: ignore[arg-type]
+            folder=folders["CAMPAIGN_IMAP_FOLDER"],
+            done_folder=folders["CAMPAIGN_IMAP_DONE_FOLDER"],
+            timeout=_seconds(env, "CAMPAIGN_IMAP_TIMEOUT", 30, 3600),
+        )
+        if settings.folder == settings.done_folder:
+            raise SettingsError(
+                "CAMPAIGN_IMAP_DONE_FOLDER is the folder being read: name another one"
+            )
+        if security == "none" and not (
+            _flag(env, "CAMPAIGN_IMAP_ALLOW_CLEARTEXT_AUTH") or is_loopback(host)
+        ):
+            raise SettingsError(
+                f"CAMPAIGN_IMAP_SECURITY=none would send CAMPAIGN_IMAP_PASSWORD in cleartext to "
+                f"{host}, which is not this machine: use ssl or starttls, or set "
+                "CAMPAIGN_IMAP_ALLOW_CLEARTEXT_AUTH=1 if the network to it is private"
+            )
+        return settings

@@ -37,6 +37,10 @@ class Kind(enum.StrEnum):
     COMPLAINT = "complaint"  # the lead reported an email as spam (ARF)
     AUTO_REPLY = "auto-reply"  # out of office, vacation: ignored
     REPLY = "reply"  # a person wrote back
+    # A person's or a mail program's message to an email's own return-path address, the
+    # `mailto:` of its List-Unsubscribe (RFC 2369, 8058): the processor decides it, since
+    # only the envelope and the match tell it from a reply.
+    UNSUBSCRIBE = "unsubscribe"
     NOTICE = "notice"  # a delay warning, a success DSN, a not-spam report: nothing to do
     UNREADABLE = "unreadable"  # the message could not be interpreted at all
 

@@ -12,7 +12,7 @@ can point a message at a lead it was not about.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.message import Message
 
@@ -84,7 +84,22 @@ def find_delivery(
         and return_path.read_address(rcpt) is None
     ):
         rejected = "the envelope recipient's return-path token is not valid"
-    for clue in clues(msg, text, rcpt, original, return_path):
+    found = _first_confirmed(store, clues(msg, text, rcpt, original, return_path), tried)
+    if found is not None:
+        return found
+    why = rejected or (
+        "no return-path address or Message-ID of a sent email in it"
+        if not tried
+        else "it names no delivery this database sent"
+    )
+    return Match(None, why)
+
+
+def _first_confirmed(
+    store: InboundStore, candidates: Iterable[Clue], tried: set[tuple[int, str | None]]
+) -> Match | None:
+    """The first clue the store confirms; `tried` collects the clues looked at."""
+    for clue in candidates:
         if (clue.delivery_id, clue.message_id) in tried:
             continue
         tried.add((clue.delivery_id, clue.message_id))
@@ -99,9 +114,32 @@ def find_delivery(
         ):
             continue
         return Match(ref, clue.where)
-    why = rejected or (
-        "no return-path address or Message-ID of a sent email in it"
-        if not tried
-        else "it names no delivery this database sent"
-    )
-    return Match(None, why)
+    return None
+
+
+def find_reported(
+    store: InboundStore,
+    message_id: str | None,
+    envelope_sender: str | None,
+    recipient: str | None,
+    return_path: ReturnPath | None,
+) -> Match:
+    """The delivery a provider's event is about: the Message-ID we sent (as the provider
+    reports it, with or without its angle brackets), else the VERP envelope sender, else
+    only the lead, by the recipient's address (then which email it is about is unknown)."""
+    candidates: list[Clue] = []
+    if message_id:
+        wrapped = message_id.strip()
+        if not wrapped.startswith("<"):
+            wrapped = f"<{wrapped}>"
+        candidates.extend(_message_ids(wrapped[:300], "the Message-ID the provider reports"))
+    if envelope_sender:
+        candidates.extend(_verp(return_path, envelope_sender[:320], "the envelope sender"))
+    found = _first_confirmed(store, candidates, set())
+    if found is not None:
+        return found
+    ref = store.lead_ref(recipient) if recipient else None
+    if ref is not None:
+        return Match(ref, "the recipient's address (which email is unknown)")
+    why = "no Message-ID we sent, and no lead has the recipient's address"
+    return Match(None, why if recipient else "no Message-ID we sent, and no recipient")

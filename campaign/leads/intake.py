@@ -1,7 +1,8 @@
 """Leads coming in: one at a time (command line, web form) or by CSV, validated the same way.
 
 A bad row never stops an import: it is reported with its line number and skipped, the good
-rows go in, and importing the same file again changes nothing.
+rows go in, and importing the same file again changes nothing. An address on the suppression
+list (bounced, complained, unsubscribed) is never taken in again, by any of these ways.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from campaign.config.schedule import Schedule
 from campaign.model import LeadState, LeadStatus, NewLead, PlannedDelivery, address_key
 from campaign.planner import next_delivery, plan_fingerprint, plan_key
 from campaign.store import Store
+from campaign.store.suppressions import Suppression
 
 MAX_FIELD = 200
 MAX_ATTRIBUTE = 1000
@@ -50,6 +52,23 @@ class LeadError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class SuppressedError(Exception):
+    """An address on the suppression list: nothing is added or changed for it."""
+
+    def __init__(self, suppression: Suppression):
+        self.suppression = suppression
+        super().__init__(why_suppressed(suppression))
+
+
+def why_suppressed(suppression: Suppression) -> str:
+    """One line for the operator: which address, since when and why, and what lifts it."""
+    return (
+        f"{suppression.email} is suppressed ({suppression.reason} since "
+        f"{suppression.created_at:%Y-%m-%d %H:%M}Z: {suppression.detail or 'no detail'}); "
+        "`leads unsuppress` lifts it"
+    )
 
 
 def normalize_email(value: str) -> str:
@@ -128,12 +147,16 @@ def to_new_lead(lead: LeadInput, first: PlannedDelivery | None) -> NewLead:
 def add_lead(
     store: Store, schedule: Schedule, lead: LeadInput, now: datetime, *, pending: bool = False
 ) -> tuple[int, bool]:
-    """Insert and enroll one lead; an address already known is left untouched.
+    """Insert and enroll one lead; an address already known is left untouched, and one on
+    the suppression list raises `SuppressedError`.
 
     A `pending` lead (double opt-in) gets no step of the series planned until it confirms
     its address, only the confirmation email, due now, queued in the same transaction: the
     sender delivers it like any other email, so the caller never waits on SMTP.
     """
+    suppressed = store.suppressions.find(lead.email)
+    if suppressed is not None:
+        raise SuppressedError(suppressed)
     store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     new = to_new_lead(lead, first_delivery(schedule, lead.timezone, now))
     if pending:
@@ -148,6 +171,7 @@ class ImportReport:
     imported: int = 0
     already_present: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    suppressed: list[tuple[int, str]] = field(default_factory=list)  # skipped: (line, why)
     fatal: str | None = None
 
 
@@ -298,6 +322,30 @@ def _row_lead(row: dict[str, str]) -> LeadInput | str:
         return str(exc)
 
 
+def _add_batch(
+    store: Store,
+    campaign_id: str,
+    batch: list[tuple[int, NewLead]],
+    now: datetime,
+    report: ImportReport,
+) -> None:
+    """Add one batch of (line, lead), skipping and reporting each suppressed address (one
+    query per batch)."""
+    suppressed = store.suppressions.standing(lead.email for _line, lead in batch)
+    wanted = []
+    for line, lead in batch:
+        found = suppressed.get(address_key(lead.email))
+        if found is None:
+            wanted.append(lead)
+        else:
+            report.suppressed.append((line, why_suppressed(found)))
+    for _id, created in store.leads.add_leads(wanted, campaign_id, now):
+        if created:
+            report.imported += 1
+        else:
+            report.already_present += 1
+
+
 def import_csv(
     store: Store,
     schedule: Schedule,
@@ -310,19 +358,17 @@ def import_csv(
     store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     seen: dict[str, int] = {}
     batch: list[NewLead] = []
+    lines: list[int] = []  # of the rows in `batch`
     # Everyone imported at once is enrolled at `now`: the first step is the same for every
     # lead in one time zone, so it is planned once per zone, not once per lead.
     firsts: dict[str | None, PlannedDelivery | None] = {}
 
     def flush() -> None:
-        for _id, created in store.leads.add_leads(batch, schedule.campaign.id, now):
-            if created:
-                report.imported += 1
-            else:
-                report.already_present += 1
+        _add_batch(store, schedule.campaign.id, list(zip(lines, batch, strict=True)), now, report)
         if progress:
             progress(len(batch))
         batch.clear()
+        lines.clear()
 
     try:
         rows = read_csv(path)
@@ -342,6 +388,7 @@ def import_csv(
             if zone not in firsts:
                 firsts[zone] = first_delivery(schedule, zone, now)
             batch.append(to_new_lead(lead, firsts[zone]))
+            lines.append(line)
             if len(batch) >= batch_size:
                 flush()
     except LeadError as exc:

@@ -27,9 +27,9 @@ import jinja2
 from markupsafe import Markup
 from premailer import Premailer
 
-from campaign.config.schedule import LoadedSchedule, Schedule, Step
+from campaign.config.schedule import LoadedSchedule, Schedule, Step, setting_line, step_label
 from campaign.model import Lead
-from campaign.rendering import mime
+from campaign.rendering import mime, template_errors
 from campaign.rendering.dkim import DkimSigner
 from campaign.rendering.mime import MimeMessage
 from campaign.rendering.sandbox import Sandbox, TemplateLimits, include_loop, limited, stream
@@ -43,11 +43,44 @@ _HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
 class TemplateProblem(Exception):
-    """A template that cannot be rendered, with the file and line a marketer must open."""
+    """A template that cannot be rendered, with the file and line a marketer must open, the
+    step it broke (`step 2 (pain-types)`) and the folder the file is in, for people."""
 
-    def __init__(self, template: str, line: int | None, message: str):
+    def __init__(
+        self, template: str, line: int | None, message: str, where: str = "", folder: str = ""
+    ):
         self.template, self.line, self.message = template, line, message
-        super().__init__(f"{template}:{line}: {message}" if line else f"{template}: {message}")
+        self.where, self.folder = where, folder
+        path = f"{folder}/{template}" if folder else template
+        place = f"{path}:{line}" if line else path
+        super().__init__(f"{place}: {where}: {message}" if where else f"{place}: {message}")
+
+    def each(self) -> list[TemplateProblem]:
+        """The single problems this stands for."""
+        return [self]
+
+    def placed(self, where: str, folder: str) -> TemplateProblem:
+        """The same problem naming its step and, for a template file, its folder."""
+        return TemplateProblem(
+            self.template, self.line, self.message, self.where or where, self.folder or folder
+        )
+
+
+class TemplateProblems(TemplateProblem):
+    """Every template problem of a series at once, so the marketer fixes them in one pass;
+    caught wherever one problem is, and reads as the list."""
+
+    def __init__(self, problems: list[TemplateProblem]):
+        first = problems[0]
+        super().__init__(first.template, first.line, first.message, first.where, first.folder)
+        self.problems = problems
+        self.args = ("\n".join(str(problem) for problem in problems),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+    def each(self) -> list[TemplateProblem]:
+        return list(self.problems)
 
 
 @dataclass(frozen=True)
@@ -139,15 +172,16 @@ class _Fields:
     def __init__(self, prefix: str, names: tuple[str, ...], mint: Callable[[str], Markup]):
         self._prefix, self._names, self._mint = prefix, names, mint
 
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        """What a template may print here, for the "did you mean" of a misspelt field."""
+        return self._names
+
     def __getattr__(self, name: str) -> Markup | jinja2.StrictUndefined:
         if name.startswith("_"):
             raise AttributeError(name)
         if name not in self._names:
-            known = ", ".join(f"{self._prefix}.{n}" for n in self._names)
-            return jinja2.StrictUndefined(
-                hint=f"{self._prefix}.{name} is not defined (known: {known}; add new lead "
-                "fields under personal_fields in schedules.yaml)"
-            )
+            return jinja2.StrictUndefined(obj=self, name=name)
         return self._mint(f"{self._prefix}.{name}")
 
     def __bool__(self) -> bool:
@@ -304,10 +338,21 @@ class Renderer:
 
     def compile_all(self) -> list[CompiledStep]:
         """The series' steps in order. The double opt-in email is compiled too (not returned),
-        so a broken one stops `schedule check` and sending like a broken step does."""
-        if self.schedule.confirmation is not None:
-            self.compile(self.schedule.confirmation.id)
-        return [self.compile(step.id) for step in self.schedule.steps]
+        so a broken one stops `schedule check` and sending like a broken step does. Every
+        step is tried even when one fails, and all their problems raised together (a
+        problem in a file several steps share, the layout, is listed once)."""
+        confirmation = self.schedule.confirmation
+        compiled: list[CompiledStep] = []
+        problems: dict[tuple[str, int | None, str], TemplateProblem] = {}
+        for step in [*([confirmation] if confirmation else []), *self.schedule.steps]:
+            try:
+                compiled.append(self.compile(step.id))
+            except TemplateProblem as exc:
+                for problem in exc.each():
+                    problems.setdefault((problem.template, problem.line, problem.message), problem)
+        if problems:
+            raise TemplateProblems(list(problems.values()))
+        return compiled[1:] if confirmation else compiled
 
     def _find(self, step_id: str) -> tuple[int, Step]:
         """A step and its number in the series; the confirmation email is number 0."""
@@ -318,6 +363,14 @@ class Renderer:
 
     def _compile(self, step_id: str) -> CompiledStep:
         number, step = self._find(step_id)
+        try:
+            return self._compile_step(number, step)
+        except TemplateProblem as exc:
+            where = step_label(number, step.id) if number else "the confirmation email"
+            folder = "" if exc.template == self.loaded.path.name else self.schedule.templates
+            raise exc.placed(where, folder) from exc
+
+    def _compile_step(self, number: int, step: Step) -> CompiledStep:
         marks = _Placeholders()
         body = self._render_template(step.template, self._context(step, number, marks))
         inlined, urls = _track_links(_inline_css(body), marks)
@@ -370,26 +423,53 @@ class Renderer:
     def _subject_for(self, other: Step, marks: _Placeholders) -> str:
         """Another step's subject as a template prints it (a teaser, a recap), lead fields as
         placeholders like the rest of the body."""
-        lead = _Fields("lead", self._lead_fields, marks.mint)
+        context = {
+            "lead": _Fields("lead", self._lead_fields, marks.mint),
+            "clinic": dict(self._clinic),
+            "campaign": dict(self._campaign),
+        }
         try:
             with limited(self.limits):
-                text = self._subject_template(other).render(
-                    lead=lead, clinic=dict(self._clinic), campaign=dict(self._campaign)
-                )
-        except jinja2.TemplateError as exc:
-            raise TemplateProblem(
-                "schedules.yaml", None, f"steps {other.id!r} subject: {exc.message}"
-            ) from exc
+                text = self._subject_template(other).render(context)
+        except jinja2.TemplateError:
+            # Reported where it belongs, when `other` itself compiles; here it would hide
+            # this step's own problems behind another step's.
+            return other.subject
         return " ".join(text.split())
+
+    def _subject_problem(
+        self, step: Step, exc: jinja2.TemplateError, context: dict[str, Any]
+    ) -> TemplateProblem:
+        """A subject that does not render, pointing at its line in the schedule file."""
+        numbers = {s.id: n for n, s in enumerate(self.schedule.steps, 1)}
+        number = numbers.get(step.id, 0)
+        path = ("steps", number - 1, "subject") if number else ("confirm", "subject")
+        message = exc.message or type(exc).__name__
+        if isinstance(exc, jinja2.TemplateSyntaxError):
+            message = template_errors.syntax(exc, step.subject, self._subject_env)[1]
+        elif isinstance(exc, jinja2.UndefinedError):
+            message = template_errors.undefined(message, step.subject, 1, context)
+        return TemplateProblem(
+            self.loaded.path.name,
+            setting_line(self.loaded, path),
+            f"the subject: {message}",
+            step_label(number, step.id) if number else "the confirmation email",
+        )
 
     def _subject_template(self, step: Step) -> jinja2.Template:
         """The subject is a template of its own, rendered per lead without HTML escaping."""
         try:
             return self._subject_env.from_string(step.subject)
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateProblem(
-                "schedules.yaml", None, f"steps {step.id!r} subject: {exc.message}"
-            ) from exc
+            raise self._subject_problem(step, exc, {}) from exc
+
+    def _source(self, name: str) -> str:
+        """A template's text, for the line an error points at; empty if it went away."""
+        try:
+            assert self.env.loader is not None
+            return self.env.loader.get_source(self.env, name)[0]
+        except (jinja2.TemplateNotFound, OSError):
+            return ""
 
     def _render_template(self, name: str, context: dict[str, Any]) -> str:
         loop = include_loop(self.env, name)
@@ -408,11 +488,16 @@ class Renderer:
                 file or name, line, f"the template built a value too large ({type(exc).__name__})"
             )
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateProblem(
-                exc.name or name, exc.lineno, exc.message or "syntax error"
-            ) from exc
+            source = exc.source or self._source(exc.name or name)
+            line, message = template_errors.syntax(exc, source, self.env)
+            raise TemplateProblem(exc.name or name, line, message) from exc
         except jinja2.TemplateNotFound as exc:
             raise TemplateProblem(name, None, f"template {exc.name!r} not found") from exc
+        except jinja2.UndefinedError as exc:
+            file, line = _template_line(exc, self.templates_dir)
+            source = self._source(file or name)
+            message = template_errors.undefined(exc.message or "", source, line, context)
+            raise TemplateProblem(file or name, line, message) from exc
         except jinja2.TemplateError as exc:
             file, line = _template_line(exc, self.templates_dir)
             raise TemplateProblem(file or name, line, exc.message or type(exc).__name__) from exc
@@ -436,19 +521,17 @@ class Renderer:
         return values
 
     def _render_subject(self, compiled: CompiledStep, lead_values: dict[str, str]) -> str:
-        lead_ns = {name.removeprefix("lead."): value for name, value in lead_values.items()}
+        context = {
+            "lead": {name.removeprefix("lead."): value for name, value in lead_values.items()},
+            # Copies: a template in Jinja's sandbox may still change a dict it is given.
+            "clinic": dict(self._clinic),
+            "campaign": dict(self._campaign),
+        }
         try:
             with limited(self.limits):
-                subject = compiled.subject.render(
-                    lead=lead_ns,
-                    # Copies: a template in Jinja's sandbox may still change a dict it is given.
-                    clinic=dict(self._clinic),
-                    campaign=dict(self._campaign),
-                )
+                subject = compiled.subject.render(context)
         except jinja2.TemplateError as exc:
-            raise TemplateProblem(
-                "schedules.yaml", None, f"steps {compiled.step.id!r} subject: {exc.message}"
-            ) from exc
+            raise self._subject_problem(compiled.step, exc, context) from exc
         return " ".join(subject.split())
 
     def render(
@@ -459,7 +542,11 @@ class Renderer:
         *,
         now: datetime,
         message_id: str | None = None,
+        unsubscribe_mailto: str | None = None,
     ) -> RenderedEmail:
+        """One lead's email. `unsubscribe_mailto` is the address List-Unsubscribe's
+        `mailto:` names: the delivery's own return path when the sender has one (made once
+        per message by the dispatcher, which sends from it too), else the reply-to."""
         compiled = self.compile(step_id)
         values = self.lead_values(lead)
         subject = self._render_subject(compiled, values)
@@ -477,6 +564,7 @@ class Renderer:
             links,
             now,
             message_id,
+            unsubscribe_mailto,
         )
         return RenderedEmail(subject, message, compiled, fill_html, fill_text)
 
@@ -489,8 +577,14 @@ class Renderer:
         links: Links,
         now: datetime,
         message_id: str | None,
+        unsubscribe_to: str | None,
     ) -> MimeMessage:
         """Only the lead's own headers are encoded here; the rest is the step's skeleton."""
+        mailto = (
+            f"<mailto:{unsubscribe_to}?subject=unsubscribe>"
+            if unsubscribe_to
+            else self._unsubscribe_mailto
+        )
         recipient = mime.wire_address(lead.email)  # SMTPUTF8 only for a non-ASCII local part
         utf8 = recipient.utf8
         headers = [
@@ -500,7 +594,7 @@ class Renderer:
             mime.token(
                 "Message-ID", message_id or f"<{secrets.token_hex(12)}@{self.sender_domain}>"
             ),
-            mime.url_list("List-Unsubscribe", [f"<{links.unsubscribe}>", self._unsubscribe_mailto]),
+            mime.url_list("List-Unsubscribe", [f"<{links.unsubscribe}>", mailto]),
         ]
         if links.unsubscribe.startswith("https://"):
             headers.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")

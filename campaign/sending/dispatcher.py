@@ -362,8 +362,9 @@ class Dispatcher:
             self._unrecorded = None
             self._reserved.clear()
 
-    def _build(self, claim: Claim, message_id: str) -> Built | Unsendable:
-        """The message ready for SMTP, or why this row ends without one."""
+    def _build(self, claim: Claim, message_id: str, sender: str) -> Built | Unsendable:
+        """The message ready for SMTP, or why this row ends without one. A VERP `sender` is
+        also the `mailto:` of its List-Unsubscribe, so mail sent there finds this delivery."""
         confirming = claim.step_id == CONFIRM_STEP
         step = self.schedule.confirmation if confirming else self.schedule.step(claim.step_id)
         if step is None:
@@ -376,7 +377,12 @@ class Dispatcher:
             links = replace(links, confirm=self.signer.confirm_url(lead.id, self.campaign_id))
         try:
             email = self.renderer.render(
-                claim.step_id, LeadView.of(lead), links, now=self.clock(), message_id=message_id
+                claim.step_id,
+                LeadView.of(lead),
+                links,
+                now=self.clock(),
+                message_id=message_id,
+                unsubscribe_mailto=sender if self.return_path is not None else None,
             )
         except (TemplateProblem, ValueError, TypeError, LookupError) as exc:
             # This lead's data breaks the template: fail this one message, not the run.
@@ -393,8 +399,11 @@ class Dispatcher:
         started = time.perf_counter()
         domain = self.renderer.sender_domain
         message_id = f"<d{claim.delivery_id}.{self.rng.getrandbits(48):012x}@{domain}>"
+        sender = self.sender
+        if self.return_path is not None:  # VERP: one HMAC per message
+            sender = self.return_path.address(claim.delivery_id)
         try:
-            built = self._build(claim, message_id)
+            built = self._build(claim, message_id, sender)
             if isinstance(built, Built):
                 outcome = self.store.queue.start(claim, self.clock(), self._unrecorded)
             else:
@@ -412,9 +421,6 @@ class Dispatcher:
             self._ended_unsent(claim, built, report, started)
             return True
         try:
-            sender = self.sender
-            if self.return_path is not None:  # VERP: one HMAC per message
-                sender = self.return_path.address(claim.delivery_id)
             self.transport.send(Envelope(sender, claim.lead.email, built.data, built.utf8))
         except DeliveryFailure as exc:
             return self._failed(claim, exc, report, started)

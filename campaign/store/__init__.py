@@ -3,7 +3,8 @@ in this package.
 
 `Store.open` connects once and hands out the parts, each for the callers that need it:
 `queue` (the sender: reserve → start → settle, leases, replans), `leads` (sign-ups, status
-changes, clicks, conversions), `inbound` (mail that came back), `meta` (plan fingerprints,
+changes, clicks, conversions), `suppressions` (addresses never mailed again), `inbound`
+(mail that came back), `meta` (plan fingerprints,
 rate-limit slots) and `reads` (status, reports, dry runs). They share one `Database` (`db`):
 its connections, its transactions and, on SQLite, its writer lock.
 """
@@ -17,6 +18,7 @@ from campaign.store.meta import Meta
 from campaign.store.queue import Queue
 from campaign.store.reads import Reads
 from campaign.store.schema import migrate
+from campaign.store.suppressions import Suppressions
 
 __all__ = ["DatabaseError", "Store", "StoreError"]
 
@@ -29,6 +31,7 @@ class Store:
         self.meta = Meta(db)
         self.reads = Reads(db)
         self.inbound = InboundStore(db)
+        self.suppressions = Suppressions(db)
 
     @classmethod
     def open(cls, url: str, *, create: bool = True) -> Store:

@@ -11,10 +11,10 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from campaign.model import DeliveryStatus, LeadStatus
+from campaign.model import DeliveryStatus, LeadStatus, address_key
 from campaign.store.database import Database, from_db, to_db
 from campaign.store.leads import _change_status, _current_id
 from campaign.store.schema import deliveries, inbound_messages, leads
@@ -28,22 +28,34 @@ class Action(enum.StrEnum):
     SOFT_BOUNCE = "soft-bounce"  # counted; the limit in a row makes the lead `bounced`
     COMPLAIN = "complain"  # the lead is `complained`, never mailed again
     STOP_REPLIED = "stop-replied"  # the lead wrote back: `replied`, the series stops
+    UNSUBSCRIBE = "unsubscribe"  # mail to the List-Unsubscribe address: `unsubscribed`
 
 
 # A stronger status is never overwritten by a weaker one: an unsubscribed lead who bounces
 # stays unsubscribed; a complaint overrides everything but a merge.
 _BOUNCE_FROM = (LeadStatus.ACTIVE, LeadStatus.PENDING, LeadStatus.CONVERTED, LeadStatus.REPLIED)
 _COMPLAIN_FROM = tuple(s for s in LeadStatus if s not in (LeadStatus.MERGED, LeadStatus.COMPLAINED))
+# A lead who bounced or complained is suppressed already, and stays so for that reason.
+_UNSUBSCRIBE_FROM = (
+    LeadStatus.ACTIVE,
+    LeadStatus.PENDING,
+    LeadStatus.CONVERTED,
+    LeadStatus.REPLIED,
+)
 
 
 @dataclass(frozen=True)
 class DeliveryRef:
-    """A delivery an inbound message names, with its lead's address to check it against."""
+    """A delivery an inbound message names, with its lead's address to check it against.
 
-    delivery_id: int
+    A provider's webhook may name only the recipient's address: then the ref is the lead's
+    alone (`delivery_id`, `campaign_id` and `step_id` None), since which email it is about
+    is unknown."""
+
+    delivery_id: int | None
     lead_id: int
-    campaign_id: str
-    step_id: str
+    campaign_id: str | None
+    step_id: str | None
     message_id: str | None
     email: str
 
@@ -98,6 +110,14 @@ class InboundStore:
             ).first()
         return DeliveryRef(*row) if row is not None else None
 
+    def lead_ref(self, email: str) -> DeliveryRef | None:
+        """The lead with this address (any letter case), as a ref with no delivery."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(leads.c.id, leads.c.email).where(leads.c.email_key == address_key(email))
+            ).first()
+        return DeliveryRef(None, row.id, None, None, None, row.email) if row is not None else None
+
     def known(self, key: str) -> bool:
         with self.db.read() as conn:
             found = conn.execute(
@@ -141,6 +161,25 @@ class InboundStore:
                 .values(outcome=outcome)
             )
             return outcome
+
+    def counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
+        """How many messages came back, per kind: `{step_id: {kind: n}}` for this campaign's
+        steps, and under "" everything that named no step of it (unmatched mail, another
+        series, a webhook matched by address alone)."""
+        step = func.coalesce(inbound_messages.c.step_id, "")
+        query = (
+            select(step.label("step"), inbound_messages.c.kind, func.count().label("n"))
+            .where(
+                (inbound_messages.c.campaign_id == campaign_id)
+                | inbound_messages.c.campaign_id.is_(None)
+            )
+            .group_by(step, inbound_messages.c.kind)
+        )
+        counts: dict[str, dict[str, int]] = {}
+        with self.db.read() as conn:
+            for row in conn.execute(query):
+                counts.setdefault(row.step, {})[row.kind] = row.n
+        return counts
 
     def recent(self, limit: int = 50, kind: str | None = None) -> list[InboundRow]:
         query = (
@@ -187,7 +226,14 @@ def _apply(
                 conn, lead_id, LeadStatus.REPLIED, reason, now, only_from=(LeadStatus.ACTIVE,)
             )
             return "series stopped (replied)" if changed else "lead already out of the series"
+        case Action.UNSUBSCRIBE:
+            changed = _change_status(
+                conn, lead_id, LeadStatus.UNSUBSCRIBED, reason, now, only_from=_UNSUBSCRIBE_FROM
+            )
+            return "lead unsubscribed: never mailed again" if changed else "lead already left"
         case Action.SOFT_BOUNCE:
+            if ref.delivery_id is None:
+                return "soft bounce recorded; which email it is about is unknown: not counted"
             in_row = _soft_bounces_in_a_row(conn, lead_id, soft_limit)
             if in_row < soft_limit:
                 return f"soft bounce {in_row} of {soft_limit} in a row"

@@ -7,9 +7,9 @@ cancelled in the same transaction, so no sender can pick it up after the change.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection, RowMapping
@@ -17,8 +17,11 @@ from sqlalchemy.exc import IntegrityError
 
 from campaign.model import (
     CONFIRM_STEP,
+    ClickSource,
+    ClickVerdict,
     Confirmation,
     DeliveryStatus,
+    EmailClicks,
     EnrollmentState,
     Lead,
     LeadStatus,
@@ -26,7 +29,7 @@ from campaign.model import (
     PlannedDelivery,
     address_key,
 )
-from campaign.store.database import Database, from_db, to_db
+from campaign.store.database import Database, from_db, from_db_or_none, to_db
 from campaign.store.schema import (
     QUEUED_STATUSES,
     clicks,
@@ -35,6 +38,7 @@ from campaign.store.schema import (
     enrollments,
     leads,
 )
+from campaign.store.suppressions import suppress
 
 if TYPE_CHECKING:
     from campaign.store.queue import Queue
@@ -202,18 +206,51 @@ class Leads:
     # -- engagement: clicks and conversions --------------------------------------------------
 
     def record_click(
-        self, lead_id: int, campaign_id: str, step_id: str, url: str, now: datetime
-    ) -> None:
+        self,
+        lead_id: int,
+        campaign_id: str,
+        step_id: str,
+        url: str,
+        now: datetime,
+        judge: Callable[[EmailClicks], ClickVerdict] | None = None,
+        window: timedelta = timedelta(seconds=1),
+    ) -> ClickVerdict:
+        """Record a click with who made it, as `judge` decides from what the store knows of
+        the email (when it was sent, its clicks within `window` before): a person's without
+        one. A burst makes the email's earlier clicks in the window a scanner's too.
+
+        The lead's row is locked first, so clicks on one email at once are judged in turn,
+        each seeing the ones before."""
         with self.db.tx() as conn:
+            current = _current_id(conn, lead_id)
+            conn.execute(select(leads.c.id).where(leads.c.id == current).with_for_update())
+            verdict = ClickVerdict(ClickSource.PERSON)
+            email = (
+                clicks.c.lead_id == current,
+                clicks.c.campaign_id == campaign_id,
+                clicks.c.step_id == step_id,
+                clicks.c.clicked_at >= to_db(now - window),
+            )
+            if judge is not None:
+                verdict = judge(_email_clicks(conn, lead_id, campaign_id, step_id, email))
+            if verdict.burst:
+                conn.execute(
+                    update(clicks)
+                    .where(*email, clicks.c.source == ClickSource.PERSON)
+                    .values(source=ClickSource.SCANNER, source_reason=verdict.reason)
+                )
             conn.execute(
                 insert(clicks).values(
-                    lead_id=_current_id(conn, lead_id),
+                    lead_id=current,
                     campaign_id=campaign_id,
                     step_id=step_id,
                     url=url,
                     clicked_at=to_db(now),
+                    source=verdict.source,
+                    source_reason=verdict.reason or None,
                 )
             )
+        return verdict
 
     def record_conversion(
         self,
@@ -261,7 +298,11 @@ class Leads:
         with self.db.read() as conn:
             clicked = conn.execute(
                 select(clicks.c.step_id)
-                .where(clicks.c.lead_id == lead_id, clicks.c.campaign_id == campaign_id)
+                .where(
+                    clicks.c.lead_id == lead_id,
+                    clicks.c.campaign_id == campaign_id,
+                    clicks.c.source == ClickSource.PERSON,  # a scanner's click credits nothing
+                )
                 .order_by(clicks.c.clicked_at.desc(), clicks.c.id.desc())
                 .limit(1)
             ).scalar()
@@ -277,6 +318,21 @@ class Leads:
                 .order_by(deliveries.c.sent_at.desc(), deliveries.c.id.desc())
                 .limit(1)
             ).scalar()
+
+
+def _email_clicks(
+    conn: Connection, lead_id: int, campaign_id: str, step_id: str, recent: Sequence[Any]
+) -> EmailClicks:
+    """When the email (the lead's delivery of the step) was sent, and its recent clicks."""
+    sent_at = conn.execute(
+        select(deliveries.c.sent_at).where(
+            deliveries.c.lead_id == lead_id,
+            deliveries.c.campaign_id == campaign_id,
+            deliveries.c.step_id == step_id,
+        )
+    ).scalar()
+    rows = conn.execute(select(clicks.c.url, clicks.c.clicked_at).where(*recent)).all()
+    return EmailClicks(from_db_or_none(sent_at), tuple((url, from_db(at)) for url, at in rows))
 
 
 def _ids_by_key(conn: Connection, keys: list[str]) -> dict[str, int]:
@@ -390,8 +446,12 @@ def _change_status(
     now: datetime,
     only_from: Collection[LeadStatus] = (),
 ) -> bool:
-    """A lead leaving the series (any status but active) takes nothing queued with it."""
+    """A lead leaving the series (any status but active) takes nothing queued with it, and a
+    bounce, complaint or unsubscribe puts the address on the suppression list, all in one
+    transaction."""
     changed = move_status(conn, lead_id, status, reason, now, only_from)
+    if changed:
+        suppress(conn, lead_id, LeadStatus(status), reason, now)
     if changed and status is not LeadStatus.ACTIVE:
         conn.execute(
             update(deliveries)

@@ -49,7 +49,9 @@ from campaign.store.schema import (
     deliveries,
     enrollments,
     leads,
+    suppressions,
 )
+from campaign.store.suppressions import lift_for_lead
 
 # Inline, as in the partial index's WHERE clause (see `_due`).
 PENDING = literal_column(f"'{DeliveryStatus.PENDING}'", String)
@@ -155,16 +157,21 @@ HISTORIES = (
     )
     .order_by(deliveries.c.id)
 )
+# An address on the suppression list (`store.suppressions`), looked up by its unique key.
+SUPPRESSED = exists().where(
+    suppressions.c.email_key == leads.c.email_key, suppressions.c.lifted_at.is_(None)
+)
 # The point of no return: a reserved row becomes the connection's one message in flight,
 # only if it is still this worker's and its lead may still get it (the last look: a lead who
-# left, or who confirmed before the confirmation email went out, is not mailed).
+# left, or who confirmed before the confirmation email went out, or whose address is
+# suppressed, is not mailed). Still one statement: the suppression is one index probe in it.
 START = (
     update(deliveries)
     .where(
         deliveries.c.id == bindparam("delivery"),
         deliveries.c.status == DeliveryStatus.CLAIMED,
         deliveries.c.claimed_by == bindparam("worker"),
-        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE),
+        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE, ~SUPPRESSED),
     )
     .values(
         status=DeliveryStatus.SENDING,
@@ -395,11 +402,29 @@ class Queue:
             }
             if self._start_sql.run(conn, params):
                 return Start.GO
-            return self._not_ours(conn, claim)
+            return self._not_ours(conn, claim, now)
 
     @staticmethod
-    def _not_ours(conn: Connection, claim: Claim) -> Start:
-        """Why a reserved row could not be taken any further."""
+    def _not_ours(conn: Connection, claim: Claim, now: datetime) -> Start:
+        """Why a reserved row could not be taken any further. A row still this worker's was
+        refused by the last look (its address is suppressed, or its lead may no longer be
+        mailed): it is cancelled here, never sent. Only this path, taken when `START`
+        changed nothing, costs the extra statements."""
+        why = (
+            select(suppressions.c.reason)
+            .join(leads, leads.c.email_key == suppressions.c.email_key)
+            .where(leads.c.id == claim.lead_id, suppressions.c.lifted_at.is_(None))
+            .scalar_subquery()
+        )
+        reason = func.coalesce("address suppressed: " + why, "lead may not be mailed")
+        cancelled = conn.execute(
+            _settled(claim, now, status=DeliveryStatus.CANCELLED, last_error=reason).where(
+                deliveries.c.status == DeliveryStatus.CLAIMED,
+                deliveries.c.claimed_by == claim.worker,
+            )
+        ).rowcount
+        if cancelled:
+            return Start.LEFT
         status = conn.execute(
             select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
         ).scalar()
@@ -436,7 +461,7 @@ class Queue:
             )
             changed = conn.execute(ended.where(*still_ours)).rowcount
             if not changed:
-                return self._not_ours(conn, claim)
+                return self._not_ours(conn, claim, now)
             if following is not None:
                 self.insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
             return Start.GO
@@ -541,6 +566,7 @@ class Queue:
             reason = "reactivated: bounced by mistake"
             if not move_status(conn, lead_id, back, reason, now, only_from=[LeadStatus.BOUNCED]):
                 return False
+            lift_for_lead(conn, lead_id, LeadStatus.BOUNCED, reason, now)
             conn.execute(
                 update(enrollments)
                 .where(enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id)

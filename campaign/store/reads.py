@@ -9,11 +9,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
-from campaign.model import QUEUED, Attempt, DeliveryStatus, Lead, LeadState, LeadStatus
+from campaign.model import (
+    QUEUED,
+    Attempt,
+    ClickSource,
+    DeliveryStatus,
+    Lead,
+    LeadState,
+    LeadStatus,
+)
 from campaign.store.database import Database, from_db, from_db_or_none, to_db
 from campaign.store.leads import lead_from_row
 from campaign.store.schema import clicks, conversions, deliveries, enrollments, leads
@@ -81,22 +89,42 @@ class Reads:
         return counts
 
     def engagement_counts(self, campaign_id: str) -> dict[str, dict[str, int]]:
-        """Per step: leads who clicked a link in it, and conversions credited to it."""
+        """Per step: leads who clicked a link in it (a person), leads whose links a scanner
+        opened, and conversions credited to it. A conversion by a click counts only while a
+        person's click backs it: a burst seen after the fact can turn that click into a
+        scanner's (`web.scanners`)."""
+        person = clicks.c.source == ClickSource.PERSON
+        backed = exists().where(
+            clicks.c.lead_id == conversions.c.lead_id,
+            clicks.c.campaign_id == conversions.c.campaign_id,
+            clicks.c.step_id == conversions.c.step_id,
+            person,
+        )
         with self.db.read() as conn:
             clicked = conn.execute(
-                select(clicks.c.step_id, func.count(clicks.c.lead_id.distinct()))
+                select(
+                    clicks.c.step_id,
+                    clicks.c.source,
+                    func.count(clicks.c.lead_id.distinct()),
+                )
                 .where(clicks.c.campaign_id == campaign_id)
-                .group_by(clicks.c.step_id)
+                .group_by(clicks.c.step_id, clicks.c.source)
             ).all()
             converted = conn.execute(
                 select(conversions.c.step_id, func.count())
-                .where(conversions.c.campaign_id == campaign_id, conversions.c.step_id.is_not(None))
+                .where(
+                    conversions.c.campaign_id == campaign_id,
+                    conversions.c.step_id.is_not(None),
+                    or_(conversions.c.source != "click", backed),
+                )
                 .group_by(conversions.c.step_id)
             ).all()
         counts: dict[str, dict[str, int]] = {}
-        for name, found in (("clicked", clicked), ("converted", converted)):
-            for step_id, count in found:
-                counts.setdefault(step_id, {})[name] = count
+        for step_id, source, count in clicked:
+            name = "clicked" if source == ClickSource.PERSON else "scanned"
+            counts.setdefault(step_id, {})[name] = count
+        for step_id, count in converted:
+            counts.setdefault(step_id, {})["converted"] = count
         return counts
 
     def lead_counts(self) -> dict[str, int]:

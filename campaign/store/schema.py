@@ -1,4 +1,4 @@
-"""The tables, their indexes, and the one migration: create on first use, refuse a newer one.
+"""The tables, their indexes, and the migrations: create on first use, refuse a newer one.
 
 A delivery row is unique per (lead, campaign, step), so no step is ever planned, or sent,
 twice. Times are stored as naive UTC (`database.to_db`).
@@ -33,6 +33,8 @@ from sqlalchemy.engine import Connection
 from campaign.model import (
     NOT_HISTORY,
     QUEUED,
+    SUPPRESSING,
+    ClickSource,
     DeliveryStatus,
     EnrollmentState,
     LeadStatus,
@@ -41,7 +43,9 @@ from campaign.model import (
 )
 from campaign.store.database import Database, StoreError, to_db
 
-SCHEMA_VERSION = 2  # 2: leads.email_key, one lead per address whatever its letter case
+# 2: leads.email_key, one lead per address whatever its letter case;
+# 3: the suppression list, and clicks told apart by who made them (`clicks.source`).
+SCHEMA_VERSION = 3
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 VERSION_KEY = "schema_version"
 
@@ -131,7 +135,35 @@ clicks = Table(
     Column("step_id", String(64), nullable=False),
     Column("url", Text, nullable=False),
     Column("clicked_at", DateTime, nullable=False),
+    # Who clicked (`web.scanners`): a person, or a link scanner, which never converts anyone.
+    Column("source", String(20), nullable=False, server_default=ClickSource.PERSON.value),
+    Column("source_reason", Text, nullable=True),
     Index("ix_clicks_campaign", "campaign_id", "step_id"),
+    Index("ix_clicks_email", "lead_id", "campaign_id", "step_id", "clicked_at"),  # one email's
+)
+
+# Addresses never to be mailed again by any series or import: bounced, complained or
+# unsubscribed (`reason`, a lead status), written with the lead's status change. A lifted row
+# stays as the record of who may be mailed again and why; at most one standing row (not
+# lifted) per address key (`model.address_key`).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email_key", String(320), nullable=False),
+    Column("email", String(320), nullable=False),  # as the lead typed it
+    Column("reason", String(20), nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("created_at", DateTime, nullable=False),
+    Column("lifted_at", DateTime, nullable=True),
+    Column("lifted_reason", Text, nullable=True),
+    Index(
+        "uq_suppressions_standing",
+        "email_key",
+        unique=True,
+        postgresql_where=text("lifted_at IS NULL"),
+        sqlite_where=text("lifted_at IS NULL"),
+    ),
 )
 
 # At most one conversion per lead and campaign, kept even if the lead later unsubscribes, so
@@ -194,6 +226,9 @@ def migrate(db: Database) -> None:
             )
         if version is not None and int(version) < 2:
             _add_email_keys(conn)
+        if version is not None and int(version) < 3:
+            _add_click_sources(conn)
+            _fill_suppressions(conn)
         _update_indexes(conn)
         if version is None:
             # Only one migration runs at a time (the lock above), so nobody else adds it.
@@ -302,3 +337,38 @@ def _merge(conn: Connection, key: str) -> None:
             .where(leads.c.id == lead_id)
             .values(email_key=None, status=LeadStatus.MERGED, status_reason=reason, status_at=now)
         )
+
+
+# -- version 3: the suppression list and who clicked -----------------------------------------
+
+
+def _add_click_sources(conn: Connection) -> None:
+    """Every click recorded before scanners were told apart counts as a person's, as it did."""
+    found = {c["name"] for c in inspect(conn).get_columns("clicks")}
+    if "source" not in found:
+        conn.execute(
+            text(
+                "ALTER TABLE clicks ADD COLUMN source VARCHAR(20) NOT NULL "
+                f"DEFAULT '{ClickSource.PERSON}'"
+            )
+        )
+    if "source_reason" not in found:
+        conn.execute(text("ALTER TABLE clicks ADD COLUMN source_reason TEXT"))
+
+
+def _fill_suppressions(conn: Connection) -> None:
+    """Suppress the address of every lead already bounced, complained or unsubscribed, from
+    when and why its status says."""
+    statuses = [s.value for s in LeadStatus if s in SUPPRESSING]
+    conn.execute(
+        insert(suppressions).from_select(
+            ["email_key", "email", "reason", "detail", "created_at"],
+            select(
+                leads.c.email_key,
+                leads.c.email,
+                leads.c.status,
+                func.coalesce(leads.c.status_reason, ""),
+                func.coalesce(leads.c.status_at, leads.c.created_at),
+            ).where(leads.c.status.in_(statuses), leads.c.email_key.is_not(None)),
+        )
+    )

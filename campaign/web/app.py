@@ -26,6 +26,7 @@ from campaign.web.links import LinkPages
 from campaign.web.replies import error_handlers
 from campaign.web.service import Service
 from campaign.web.signup import LeadsApi
+from campaign.webhooks import Webhooks, webhook_routes
 
 MAX_BODY = 64 * 1024  # a signup is a few fields; anything larger is refused with 413
 
@@ -36,8 +37,10 @@ def create_app(
     signer: LinkSigner,
     api_token: str | None,
     clock: Clock,
+    webhooks: Webhooks | None = None,
 ) -> Starlette:
-    """The web service. `api_token` None switches the API off (503). It never talks to SMTP:
+    """The web service. `api_token` None switches the API off (503), and so does `webhooks`
+    None, or one without a secret, for the provider webhooks. It never talks to SMTP:
     double opt-in emails are queued for the sender like every other email."""
     service = Service(store, renderer, signer, clock)
     api = LeadsApi(service, api_token)
@@ -48,6 +51,7 @@ def create_app(
         Route("/u/{token}", links.unsubscribe, methods=["GET", "POST"]),
         Route("/confirm/{token}", links.confirm, methods=["GET", "POST"]),
         Route("/c/{token}", links.click, methods=["GET"]),
+        *webhook_routes(service, webhooks),
     ]
     return Starlette(routes=routes, exception_handlers=error_handlers(), max_body_size=MAX_BODY)
 

@@ -7,7 +7,8 @@ refused with 400 before anything changes. Opening a page (GET) never unsubscribe
 anyone, because mail scanners open links on their own; that takes a POST, which mailbox
 providers send for RFC 8058 one-click unsubscribe and the pages' buttons send too. A click link
 names (lead, campaign, step, link number), never an address, so it can only redirect to a URL
-that the step's template contains: there is no open redirect.
+that the step's template contains: there is no open redirect. A click is recorded with who
+made it (`web.scanners`): only a person's converts a lead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -22,10 +24,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from campaign.leads.intake import first_delivery
-from campaign.model import Lead, LeadStatus
+from campaign.model import ClickSource, Lead, LeadStatus
 from campaign.rendering.links import ClickToken, InvalidToken, LeadToken
 from campaign.rendering.renderer import Renderer
 from campaign.web.replies import PageError, page
+from campaign.web.scanners import BURST_WINDOW, ClickRequest, classify
 from campaign.web.service import Service
 
 log = logging.getLogger("campaign.web.links")
@@ -117,7 +120,9 @@ class LinkPages:
         return page("Not subscribed", f"{lead.email} is {lead.status}; nothing was changed.")
 
     def click(self, request: Request) -> Response:
-        """GET /c/TOKEN: record the click and redirect to the link the template holds."""
+        """GET /c/TOKEN: record the click, a person's or a scanner's, and redirect to the link
+        the template holds (a scanner too must find the real page). Only a person's click on
+        the booking link converts, decided once the click is classified."""
         token = read_token(self.service.signer.read_click, request)
         renderer = self.service.renderer()
         url = click_target(renderer, token)
@@ -125,10 +130,19 @@ class LinkPages:
             raise PageError(404, "Link not found", "This link is no longer in our emails.")
         leads = self.service.store.leads
         lead = leads.lead(token.lead_id)
-        if lead is not None and request.method == "GET":  # HEAD is a probe, not a person
+        if lead is not None:
+            now = self.service.clock()
+            asked = ClickRequest(request.method, {k.lower(): v for k, v in request.headers.items()})
+            judge = partial(classify, asked, url, now)
+            verdict = leads.record_click(
+                lead.id, token.campaign_id, token.step_id, url, now, judge, BURST_WINDOW
+            )
             schedule = renderer.schedule
-            leads.record_click(lead.id, token.campaign_id, token.step_id, url, self.service.clock())
-            if is_booking(url, str(schedule.booking_url)):
+            if verdict.source is not ClickSource.PERSON:
+                log.info(
+                    "scanner click lead=%s step=%s: %s", lead.id, token.step_id, verdict.reason
+                )
+            elif is_booking(url, str(schedule.booking_url)):
                 self.service.convert(schedule, lead.id, token.step_id, "click")
         return RedirectResponse(url, 302, headers={"Cache-Control": "no-store"})
 

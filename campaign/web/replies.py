@@ -78,7 +78,7 @@ async def _page_error(_request: Request, exc: Exception) -> Response:
 async def _unavailable(request: Request, exc: Exception) -> Response:
     """The schedule or a template is broken right now: nothing is done until it is fixed."""
     log.error("schedule unusable: %s", exc)
-    if request.url.path.startswith("/leads"):
+    if request.url.path.startswith(("/leads", "/webhooks")):
         return JSONResponse({"error": "the campaign's schedule is invalid; try again later"}, 503)
     return page("Please try again later", "This link cannot be followed right now.", status=503)
 

@@ -25,6 +25,7 @@ from campaign.leads.intake import (
     BUILTIN_COLUMNS,
     LeadError,
     LeadInput,
+    SuppressedError,
     add_lead,
     normalize_email,
     parse_lead,
@@ -130,7 +131,8 @@ class LeadsApi:
             )
 
     async def signup(self, request: Request) -> Response:
-        """POST /leads: 201 and the lead when new, 200 and the lead as stored when known."""
+        """POST /leads: 201 and the lead when new, 200 and the lead as stored when known, 200
+        and `"status": "suppressed"` alone when the address is on the suppression list."""
         self.authorize(request)
         lead = lead_from_fields(await posted_fields(request))
         return await run_in_threadpool(self._enroll, lead)
@@ -140,7 +142,13 @@ class LeadsApi:
         schedule = renderer.schedule
         now = self.service.clock()
         store = self.service.store
-        lead_id, created = add_lead(store, schedule, lead, now, pending=schedule.double_opt_in)
+        try:
+            lead_id, created = add_lead(store, schedule, lead, now, pending=schedule.double_opt_in)
+        except SuppressedError:
+            # Nothing is created, queued or changed; the form learns only that this address
+            # gets no emails, not why nor since when (that is for the operator's list).
+            log.info("signup refused: address suppressed")
+            return JSONResponse({"email": lead.email, "status": "suppressed"}, 200)
         confirmation: Confirmation | None = None
         if schedule.confirmation is not None:
             confirmation = (

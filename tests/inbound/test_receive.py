@@ -10,6 +10,7 @@ should not, and the other lead's drip goes on.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from datetime import timedelta
 from pathlib import Path
@@ -233,3 +234,29 @@ def test_a_database_that_fails_asks_the_mta_to_try_again(
     assert b"try again later" in result.stderr and b"Traceback" not in result.stderr
     assert not missing.exists()
     assert inbound_rows(campaign) == [] and status(campaign, ANA) == "active"
+
+
+@pytest.mark.slow
+def test_status_and_report_show_what_came_back(campaign: Campaign) -> None:
+    """Per step and in total: a bounce about Ana, an out-of-office and a reply from Ben."""
+    start(campaign)
+    ana, ben = last_to(campaign, ANA), last_to(campaign, BEN)
+    vacation = fill("vacation-auto-reply.eml", ben).replace(ANA.encode(), BEN.encode())
+    reply = fill("human-reply.eml", ben).replace(ANA.encode(), BEN.encode())
+    for message in (fill("postfix-dsn.eml", ana), vacation, reply):
+        assert receive(campaign, message).returncode == 0
+    assert status(campaign, BEN) == "replied"
+
+    snapshot = json.loads(campaign.cli("status", "--json").stdout)
+    assert snapshot["inbound"] == {"auto-reply": 1, "hard-bounce": 1, "reply": 1}
+    [first] = [row for row in snapshot["steps"] if row["step"] == "mechanisms"]
+    assert (first["bounces"], first["complaints"], first["replies"]) == (1, 0, 1)
+    shown = campaign.cli("status").stdout
+    assert "inbound messages: 3, auto-reply 1, hard-bounce 1, reply 1" in shown
+
+    report = json.loads(campaign.cli("report", "--json").stdout)
+    assert {k: report["total"][k] for k in ("bounces", "complaints", "replies")} == {
+        "bounces": 1,
+        "complaints": 0,
+        "replies": 1,
+    }

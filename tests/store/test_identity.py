@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from campaign.store import Store
 from campaign.web.app import create_app
 from harness.cli import start_run_py
 from harness.clock import ManualClock
+from harness.db import Db
 from harness.engine import build_engine
 from harness.mail import BASE_URL, signer
 from harness.schedule import copy_shipped, edit_schedule, unthrottled
@@ -30,33 +29,6 @@ from harness.web import API_TOKEN, AUTH, ToLocalServer, serving
 CAMPAIGN = "acupuncture-back-pain"
 AT = datetime(2026, 3, 2, 16, 0)  # naive UTC, as stored
 NOW = AT.replace(tzinfo=UTC)
-
-
-@dataclass
-class Db:
-    url: str
-    folder: Path
-
-    def run(self, sql: str, **params: Any) -> list[Any]:
-        """Straight SQL on the database, committed; not through the code under test."""
-        store = Store.open(self.url, create=False)
-        try:
-            with store.db.engine.begin() as conn:
-                result = conn.execute(text(sql), params)
-                return list(result.all()) if result.returns_rows else []
-        finally:
-            store.close()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
-    cluster = request.getfixturevalue("pg_cluster") if request.param == "postgresql" else None
-    url = cluster.database() if cluster else f"sqlite:///{tmp_path / 'campaign.db'}"
-    try:
-        yield Db(url, tmp_path)
-    finally:
-        if cluster:
-            cluster.drop(url)
 
 
 # -- the migration of a database holding one address twice ---------------------------------
@@ -129,7 +101,7 @@ def test_the_migration_merges_leads_whose_addresses_differ_only_in_case(db: Db) 
     as_version_1(db)
     store = Store.open(db.url)  # what every command does first
     try:
-        assert store.meta.get("schema_version") == "2"
+        assert store.meta.get("schema_version") == "3"
         leads = {
             row[0]: tuple(row[1:]) for row in db.run("SELECT id, status, email_key FROM leads")
         }
@@ -155,7 +127,7 @@ def test_the_migration_merges_leads_whose_addresses_differ_only_in_case(db: Db) 
         # An unsubscribe link in an email sent to the merged row acts on the kept lead.
         assert store.leads.set_lead_status(1, LeadStatus.UNSUBSCRIBED, "one-click", NOW)
         assert db.run("SELECT status FROM leads WHERE id = 2") == [("unsubscribed",)]
-        assert Store.open(db.url).meta.get("schema_version") == "2"  # a second open: no change
+        assert Store.open(db.url).meta.get("schema_version") == "3"  # a second open: no change
     finally:
         store.close()
 

@@ -264,10 +264,12 @@ def test_unsubscribe_between_claim_and_smtp_is_honoured(
 
 
 def book(web: Web, message: EmailMessage) -> httpx.Response:
-    """Click the booking link of a received email, as a person's browser would."""
+    """Click the booking link of a received email, as a person's browser would: a minute
+    after it was sent (a click within seconds is a link scanner's, `web.scanners`)."""
     link = link_named(message, "Book a session")
     assert link.startswith(f"{BASE_URL}/c/"), link
-    return web.client.get(link, follow_redirects=False)
+    web.campaign.clock.now += timedelta(minutes=1)
+    return web.client.get(link, follow_redirects=False, headers={"User-Agent": "Mozilla/5.0"})
 
 
 def test_booking_click_redirects_with_utm_records_and_converts(web: Web) -> None:
@@ -292,7 +294,10 @@ def test_booking_click_redirects_with_utm_records_and_converts(web: Web) -> None
         "mechanisms",
         target,
     )
-    assert datetime.fromisoformat(click["clicked_at"]) == START.replace(tzinfo=None)
+    assert datetime.fromisoformat(click["clicked_at"]) == (START + timedelta(minutes=1)).replace(
+        tzinfo=None
+    )
+    assert (click["source"], click["source_reason"]) == ("person", None)
     assert web.status("ann@example.com") == "converted"
     (conversion,) = web.rows("SELECT step_id, source FROM conversions")
     assert tuple(conversion) == ("mechanisms", "click")
@@ -322,7 +327,8 @@ def test_click_tokens_lead_only_to_links_in_the_templates(web: Web) -> None:
         assert answer.status_code == status, name
         assert "location" not in answer.headers, name
     assert web.client.head(link, follow_redirects=False).status_code == 302
-    assert web.rows("SELECT * FROM clicks") == [], "refusals and HEAD probes record nothing"
+    clicks = web.rows("SELECT source FROM clicks")
+    assert [c["source"] for c in clicks] == ["scanner"], "refusals record nothing, a HEAD a scanner"
     assert web.status("ann@example.com") == "active"
 
     smuggled = web.client.get(
