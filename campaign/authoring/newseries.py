@@ -25,6 +25,8 @@ from markdown_it import MarkdownIt
 
 from campaign.config.schedule import (
     INHERITED_FIELDS,
+    MAX_PREHEADER,
+    MAX_SUBJECT,
     Schedule,
     format_clock,
     format_delay,
@@ -38,7 +40,7 @@ DEFAULT_STEPS = 4
 WEEK = "7d"
 MAX_HEADING_WORDS = 12
 MAX_HEADING_CHARS = 90
-SUBJECT_CHARS = 60  # inboxes cut a subject at about 60 characters
+SUBJECT_CHARS = MAX_SUBJECT  # inboxes cut a subject at about 60 characters
 # Article words per email: with the greeting, teaser, booking note and footer a draft email
 # stays under ~350 words, about as much as readers finish.
 BODY_WORDS = 210
@@ -49,7 +51,7 @@ _STOPWORDS = frozenset(
 )
 _BULLET = re.compile(r"^(?:[-*•–]|(\d{1,2})[.)])\s+(.*)$")
 _UNDERLINE = re.compile(r"^(=+|-+)$")
-PREHEADER_CHARS = 110
+PREHEADER_CHARS = MAX_PREHEADER  # what `schedule check` accepts without a warning
 _ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _LABELLED = re.compile(r"^([A-Z][^:.!?]{0,40}):\s+(\S.*)$")
 _SENTENCE_END = re.compile(r"[.!?…]['\"”’)]?$")
@@ -130,7 +132,8 @@ def slug(text: str, words: int = 3) -> str:
 
 
 def short_subject(text: str, limit: int = SUBJECT_CHARS) -> str:
-    """A subject of at most `limit` characters, a long one shortened at a word with "…"."""
+    """A subject (or preheader) of at most `limit` characters, a long one shortened at a word
+    with "…"."""
     text = _one_line(text, 10_000)
     if len(text) <= limit:
         return text
@@ -424,7 +427,7 @@ def _first_sentence(blocks: list[Block]) -> str:
         if block.kind == "p":
             text = _plain(block.parts[0])
             match = re.match(r"(.+?[.!?])(\s|$)", text)
-            return _one_line(match[1] if match else text, PREHEADER_CHARS)
+            return short_subject(match[1] if match else text, PREHEADER_CHARS)
     return ""
 
 
