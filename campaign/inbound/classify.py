@@ -150,12 +150,16 @@ def _bounce_kind(status: str | None, text: str, permanent: bool) -> Kind:
 
 
 def _dsn(msg: Message) -> Classified | None:
-    """RFC 3464: the worst recipient's outcome decides (failed over delayed over delivered)."""
+    """RFC 3464: the worst recipient's outcome decides (failed over delayed over delivered).
+    None when no recipient has an outcome at all: some servers send the report's frame with
+    only their own fields and list the failed recipients in the text; the bounce detectors
+    read those."""
     reports = _parts(msg, "message/delivery-status")
     if not reports:
         return None
     failed: list[tuple[str, str | None, str]] = []
     delayed: list[str] = []
+    succeeded = False
     for block in _blocks(reports[0])[1:] or _blocks(reports[0]):
         action = header(block, "Action").lower()
         recipient = _address(
@@ -167,6 +171,8 @@ def _dsn(msg: Message) -> Classified | None:
             failed.append((recipient, status, diagnostic))
         elif action == "delayed":
             delayed.append(recipient)
+        elif action in ("delivered", "relayed", "expanded"):
+            succeeded = True
     original = _original(msg)
     if failed:
         recipient, status, diagnostic = failed[0]
@@ -178,7 +184,9 @@ def _dsn(msg: Message) -> Classified | None:
         return Classified(
             Kind.NOTICE, "DSN: delivery delayed, still being tried", None, (), original
         )
-    return Classified(Kind.NOTICE, "DSN: delivered or relayed", None, (), original)
+    if succeeded:
+        return Classified(Kind.NOTICE, "DSN: delivered or relayed", None, (), original)
+    return None
 
 
 def _complaint(msg: Message) -> Classified | None:
@@ -274,9 +282,7 @@ def classify(msg: Message) -> Classified:
         if complaint is not None:
             return complaint
         if _report_type(msg) == "delivery-status" or _parts(msg, "message/delivery-status"):
-            dsn = _dsn(msg)
-            if dsn is not None:
-                return dsn
+            return _dsn(msg) or _other_bounce(msg)
         if looks_like_bounce(msg):
             return _other_bounce(msg)
         auto = is_auto_reply(msg)

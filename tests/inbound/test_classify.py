@@ -60,6 +60,15 @@ def test_a_full_mailbox_is_soft_even_as_a_5xx() -> None:
     assert classify(message_from_bytes(data)).kind is Kind.SOFT_BOUNCE
 
 
+def test_a_report_with_no_recipient_fields_is_still_a_bounce() -> None:
+    """Some servers send a delivery-status part with only the reporting MTA's fields, the
+    failed recipients in the text (as an old Netscape server did): that is a bounce, not a
+    notice that all went well."""
+    found = classify(message_from_bytes(sample("dsn-without-recipients.eml")))
+    assert found.kind in (Kind.HARD_BOUNCE, Kind.SOFT_BOUNCE), found.reason
+    assert found.recipients == (LEAD,), found.reason
+
+
 def test_a_delay_warning_is_only_a_notice() -> None:
     data = sample("soft-mailbox-full.eml").replace(b"Action: failed", b"Action: delayed")
     assert classify(message_from_bytes(data)).kind is Kind.NOTICE
