@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import smtplib
+import socket
 import statistics
 import sys
 import threading
@@ -503,7 +504,13 @@ def inbound(db: str, schedule: str, port: int, count: int) -> dict[str, Any]:
         ]
         for n, (email, mid) in enumerate(by_hook)
     ]
-    with serving(app) as web_port, httpx.Client(auth=("webhook", secret)) as client:
+    # Like a provider's sender, the client writes at once (Nagle's algorithm off): otherwise
+    # a body written after its headers waits for the server's delayed acknowledgement.
+    nodelay = httpx.HTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)])
+    with (
+        serving(app) as web_port,
+        httpx.Client(auth=("webhook", secret), transport=nodelay) as client,
+    ):
         url = f"http://127.0.0.1:{web_port}/webhooks/sendgrid"
         cpu, started = cpu_seconds(), time.perf_counter()
         for body in events:
