@@ -222,6 +222,32 @@ def _history(conn: Connection, lead_id: int, campaign_id: str) -> History:
     return [(s, st, from_db(at)) for s, st, at in rows]
 
 
+def _not_ours(conn: Connection, claim: Claim, now: datetime) -> Start:
+    """Why a reserved row could not be taken any further. A row still this worker's was
+    refused by the last look (its address is suppressed, or its lead may no longer be
+    mailed): it is cancelled here, never sent. Only this path, taken when `START`
+    changed nothing, costs the extra statements."""
+    why = (
+        select(suppressions.c.reason)
+        .join(leads, leads.c.email_key == suppressions.c.email_key)
+        .where(leads.c.id == claim.lead_id, suppressions.c.lifted_at.is_(None))
+        .scalar_subquery()
+    )
+    reason = func.coalesce("address suppressed: " + why, "lead may not be mailed")
+    cancelled = conn.execute(
+        _settled(claim, now, status=DeliveryStatus.CANCELLED, last_error=reason).where(
+            deliveries.c.status == DeliveryStatus.CLAIMED,
+            deliveries.c.claimed_by == claim.worker,
+        )
+    ).rowcount
+    if cancelled:
+        return Start.LEFT
+    status = conn.execute(
+        select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
+    ).scalar()
+    return Start.LEFT if status == DeliveryStatus.CANCELLED else Start.GONE
+
+
 class Queue:
     """The deliveries: planned, reserved, started and settled. Every method is one short
     transaction."""
@@ -402,33 +428,7 @@ class Queue:
             }
             if self._start_sql.run(conn, params):
                 return Start.GO
-            return self._not_ours(conn, claim, now)
-
-    @staticmethod
-    def _not_ours(conn: Connection, claim: Claim, now: datetime) -> Start:
-        """Why a reserved row could not be taken any further. A row still this worker's was
-        refused by the last look (its address is suppressed, or its lead may no longer be
-        mailed): it is cancelled here, never sent. Only this path, taken when `START`
-        changed nothing, costs the extra statements."""
-        why = (
-            select(suppressions.c.reason)
-            .join(leads, leads.c.email_key == suppressions.c.email_key)
-            .where(leads.c.id == claim.lead_id, suppressions.c.lifted_at.is_(None))
-            .scalar_subquery()
-        )
-        reason = func.coalesce("address suppressed: " + why, "lead may not be mailed")
-        cancelled = conn.execute(
-            _settled(claim, now, status=DeliveryStatus.CANCELLED, last_error=reason).where(
-                deliveries.c.status == DeliveryStatus.CLAIMED,
-                deliveries.c.claimed_by == claim.worker,
-            )
-        ).rowcount
-        if cancelled:
-            return Start.LEFT
-        status = conn.execute(
-            select(deliveries.c.status).where(deliveries.c.id == claim.delivery_id)
-        ).scalar()
-        return Start.LEFT if status == DeliveryStatus.CANCELLED else Start.GONE
+            return _not_ours(conn, claim, now)
 
     def settle_unsent(
         self,
@@ -461,7 +461,7 @@ class Queue:
             )
             changed = conn.execute(ended.where(*still_ours)).rowcount
             if not changed:
-                return self._not_ours(conn, claim, now)
+                return _not_ours(conn, claim, now)
             if following is not None:
                 self.insert_planned(conn, claim.lead_id, claim.campaign_id, following, now)
             return Start.GO
