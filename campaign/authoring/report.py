@@ -25,18 +25,10 @@ BEFORE_FIRST = "(before the first email)"
 STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions
 # Per step, in order. `clicked`: leads who clicked (people); `scanned`: leads whose links a
 # link scanner opened (`web.scanners`).
-# `bounces`, `complaints`, `replies`: mail that came back about the step (`campaign.inbound`).
-METRICS = (
-    "sent",
-    "clicked",
-    "scanned",
-    "unsubscribed",
-    "converted",
-    "failed",
-    "bounces",
-    "complaints",
-    "replies",
-)
+METRICS = ("sent", "clicked", "scanned", "unsubscribed", "converted", "failed")
+# Mail that came back about the step (`campaign.inbound`, webhooks): in `--json` and the HTML
+# page per step, and in total under the terminal table, which keeps to 80 columns.
+CAME_BACK = ("bounces", "complaints", "replies")
 
 
 @dataclass(frozen=True)
@@ -79,10 +71,10 @@ class Funnel:
             "generated_at": self.generated_at.isoformat(),
             "steps": [
                 {"step": s.step, "number": s.number, "subject": s.subject}
-                | {metric: getattr(s, metric) for metric in METRICS}
+                | {metric: getattr(s, metric) for metric in (*METRICS, *CAME_BACK)}
                 for s in self.steps
             ],
-            "total": {metric: self.total(metric) for metric in METRICS},
+            "total": {metric: self.total(metric) for metric in (*METRICS, *CAME_BACK)},
         }
 
 
@@ -170,5 +162,5 @@ def render_html(funnel: Funnel) -> str:
     """One self-contained page: inline CSS and SVG, no script, no external resource."""
     bars = funnel_bars(funnel)
     return PAGES.get_template("report.html.j2").render(
-        funnel=funnel, metrics=METRICS, bars=bars, chart_height=len(bars) * 44
+        funnel=funnel, metrics=(*METRICS, *CAME_BACK), bars=bars, chart_height=len(bars) * 44
     )

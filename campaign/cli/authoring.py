@@ -15,7 +15,7 @@ from rich.text import Text
 
 from campaign.authoring import spamcheck
 from campaign.authoring.preview import SAMPLE_LEAD, write_preview
-from campaign.authoring.report import METRICS, STAGES, Funnel, build_funnel, render_html
+from campaign.authoring.report import CAME_BACK, METRICS, STAGES, Funnel, build_funnel, render_html
 from campaign.cli.app import (
     AppContext,
     command,
@@ -205,6 +205,11 @@ def print_funnel(console: Console, funnel: Funnel, bar_width: int = 30) -> None:
     table.add_section()
     table.add_row("", "total", *(str(funnel.total(m)) for m in METRICS), "", "")
     console.print(table)
+    console.print(
+        "came back by mail or webhook: "
+        + ", ".join(f"{metric} {funnel.total(metric)}" for metric in CAME_BACK),
+        highlight=False,
+    )
 
 
 @command(main, "new-series")

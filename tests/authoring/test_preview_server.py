@@ -71,7 +71,12 @@ def page(browser: Browser, base_url: str) -> Iterator[tuple[Page, Watched]]:
     watched = Watched()
     tab.on("console", lambda m: m.type == "error" and watched.console.append(m.text))
     tab.on("pageerror", lambda exc: watched.console.append(str(exc)))
-    tab.on("requestfailed", lambda r: watched.failed.append(f"{r.url} {r.failure}"))
+    # A request the page itself gave up by navigating away (the `/version` poll when the
+    # lead picker reloads the page) is aborted by the browser, not failed by the server.
+    tab.on(
+        "requestfailed",
+        lambda r: r.failure != "net::ERR_ABORTED" and watched.failed.append(f"{r.url} {r.failure}"),
+    )
     tab.on("response", lambda r: r.status >= 400 and watched.failed.append(f"{r.url} {r.status}"))
     yield tab, watched
     context.close()

@@ -254,6 +254,9 @@ def test_status_and_report_show_what_came_back(campaign: Campaign) -> None:
     shown = campaign.cli("status").stdout
     assert "inbound messages: 3, auto-reply 1, hard-bounce 1, reply 1" in shown
 
+    assert "came back by mail or webhook: bounces 1, complaints 0, replies 1" in (
+        campaign.cli("report").stdout
+    )
     report = json.loads(campaign.cli("report", "--json").stdout)
     assert {k: report["total"][k] for k in ("bounces", "complaints", "replies")} == {
         "bounces": 1,
