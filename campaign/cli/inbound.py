@@ -32,7 +32,6 @@ from campaign.inbound.classify import Kind
 from campaign.inbound.poll import MAX_PER_POLL, PollError, poll
 from campaign.inbound.process import MAX_MESSAGE_BYTES, InboundProcessor, NotAMessage, Received
 from campaign.inbound.server import InboundServer
-from campaign.inbound.verp import ReturnPath
 from campaign.model import utc_now
 from campaign.rendering.links import LinkSigner
 from campaign.store import DatabaseError, Store, StoreError
@@ -73,12 +72,10 @@ def receive(app: AppContext, rcpt: str | None) -> None:
 
 
 def _processor(app: AppContext, store: Store) -> InboundProcessor:
-    schedule = app.load().schedule
-    return_path = None
-    if schedule.sender.return_path:
-        signer = LinkSigner(settings.base_url(), settings.secret_key(required=True))
-        return_path = ReturnPath.of(schedule.sender.return_path, signer)
-    return InboundProcessor(store, schedule, return_path, utc_now)
+    def signer() -> LinkSigner:
+        return LinkSigner(settings.base_url(), settings.secret_key(required=True))
+
+    return InboundProcessor.for_schedule(store, app.load().schedule, signer, utc_now)
 
 
 def _receive(app: AppContext, raw: bytes, rcpt: str | None) -> Received:

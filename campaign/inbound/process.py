@@ -17,6 +17,7 @@ change nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from email import message_from_bytes
 from email.message import Message
@@ -27,6 +28,7 @@ from campaign.inbound.classify import MAX_FIELD, Classified, Kind, classify, hea
 from campaign.inbound.match import Match, find_delivery
 from campaign.inbound.verp import ReturnPath
 from campaign.model import Clock, address_key
+from campaign.rendering.links import LinkSigner
 from campaign.store import Store
 from campaign.store.inbound import Action, InboundRecord
 
@@ -103,6 +105,16 @@ class InboundProcessor:
         self.schedule = schedule
         self.return_path = return_path
         self.clock = clock
+
+    @classmethod
+    def for_schedule(
+        cls, store: Store, schedule: Schedule, signer: Callable[[], LinkSigner], clock: Clock
+    ) -> InboundProcessor:
+        """The processor of `schedule`'s inbound mail. `signer` is asked for only when the
+        schedule names a return path: only then is the signing key needed."""
+        address = schedule.sender.return_path
+        return_path = ReturnPath.of(address, signer()) if address else None
+        return cls(store, schedule, return_path, clock)
 
     def process(self, raw: bytes, rcpt: str | None = None) -> Received:
         """Record one message once and act on it; raises only NotAMessage and DatabaseError."""

@@ -34,7 +34,6 @@ from starlette.responses import JSONResponse, Response
 from campaign.inbound.classify import MAX_FIELD, Classified, Kind
 from campaign.inbound.match import find_reported
 from campaign.inbound.process import MAX_KEPT_BYTES, InboundProcessor, News
-from campaign.inbound.verp import ReturnPath
 from campaign.web.replies import ApiError
 from campaign.web.service import Service
 
@@ -220,11 +219,10 @@ class Endpoint:
             malformed(f"not a {self.provider.name} webhook event: {type(exc).__name__} {exc}"[:300])
 
     def processor(self) -> InboundProcessor:
-        schedule = self.service.renderer().schedule
-        return_path = None
-        if schedule.sender.return_path:
-            return_path = ReturnPath.of(schedule.sender.return_path, self.service.signer)
-        return InboundProcessor(self.service.store, schedule, return_path, self.service.clock)
+        service = self.service
+        return InboundProcessor.for_schedule(
+            service.store, service.renderer().schedule, lambda: service.signer, service.clock
+        )
 
     def news(self, event: WebhookEvent, processor: InboundProcessor) -> News:
         """The event as the inbound processor takes news: classified by the provider,
