@@ -7,9 +7,10 @@ the shell (sending, web, authoring, cli) passes them around, so a status is spel
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 # Injected wherever "now" matters, so that tests move time instead of sleeping for it.
 Clock = Callable[[], datetime]
@@ -85,14 +86,20 @@ class DeliveryStatus(enum.StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
+    # Its condition (`if:`) was false when it fell due: never sent, never retried, and the
+    # next step's delay still counts from the last email actually sent.
+    SKIPPED = "skipped"
 
 
 # Planned and not yet attempted: a replan or a lead who leaves may drop these rows.
 QUEUED = frozenset({DeliveryStatus.PENDING, DeliveryStatus.CLAIMED})
 # Not history: planned, or never attempted.
 NOT_HISTORY = frozenset({*QUEUED, DeliveryStatus.CANCELLED})
-# Outcomes after which a step counts as passed: sent, given up on, or in doubt.
+# Outcomes after which a step counts as passed: sent, given up on, or in doubt. The next
+# step's delay counts from the last of these.
 PASSED = frozenset({DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.UNKNOWN})
+# Outcomes after which the series has moved past a step: passed, or skipped by its condition.
+SETTLED = frozenset({*PASSED, DeliveryStatus.SKIPPED})
 
 # The double opt-in email's step id. Its delivery rows share the queue with the series but
 # are not part of it: they go to `pending` leads only, and never count as a step passed.
@@ -117,19 +124,26 @@ class Attempt:
 
 @dataclass(frozen=True)
 class LeadState:
-    """What the planner needs to know about a lead, read from the store by the shell."""
+    """What the planner needs to know about a lead, read from the store by the shell: when
+    it joined, its history, and what it did that a step's condition (`if:`) may ask about."""
 
     enrolled_at: datetime
     timezone: str | None = None
     status: LeadStatus = LeadStatus.ACTIVE
     history: tuple[Attempt, ...] = field(default_factory=tuple)
+    # The links a person (not a scanner) opened: (step, url). Read only for a series with
+    # conditions; the planner never needs them to say *when*.
+    clicks: tuple[tuple[str, str], ...] = ()
+    attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
 
     def with_sent(self, step_id: str, at: datetime) -> LeadState:
         return self.with_attempt(step_id, DeliveryStatus.SENT, at)
 
     def with_attempt(self, step_id: str, status: DeliveryStatus, at: datetime) -> LeadState:
-        attempt = Attempt(step_id, status, at)
-        return LeadState(self.enrolled_at, self.timezone, self.status, (*self.history, attempt))
+        return replace(self, history=(*self.history, Attempt(step_id, status, at)))
+
+    def with_click(self, step_id: str, url: str) -> LeadState:
+        return replace(self, clicks=(*self.clicks, (step_id, url)))
 
 
 @dataclass(frozen=True)
@@ -141,6 +155,16 @@ class Lead:
     attributes: dict[str, str]
     status: LeadStatus
     created_at: datetime
+
+
+def is_booking(url: str, booking_url: str) -> bool:
+    """Whether a link leads to the booking page: same scheme, host and path, any query (UTM)."""
+    a, b = urlsplit(url), urlsplit(booking_url)
+    return (a.scheme, a.netloc.lower(), a.path.rstrip("/")) == (
+        b.scheme,
+        b.netloc.lower(),
+        b.path.rstrip("/"),
+    )
 
 
 def address_key(email: str) -> str:
@@ -185,6 +209,9 @@ class Claim:
     lead: Lead
     enrolled_at: datetime | None
     history: tuple[tuple[str, str, datetime], ...]
+    # The links the lead opened (step, url), people's only; read only when a step of the
+    # series has a condition (`if:`) to judge.
+    clicks: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,11 @@ Rules:
   simply never planned again.
 - Only one step is ever due at a time; the one after it waits its full delay from the real
   send, so catching up after downtime never bursts.
+- A step with a condition (`if:`) is judged when it falls due (`skip_reason`), from what the
+  lead did by then; a false one skips it for good, and the delay of the step after it still
+  counts from the last email actually sent.
+- A subject test's variant is a function of the series, the step and the lead alone
+  (`choose_variant`), so a lead sees the same one after a crash, a replan or a restart.
 """
 
 from __future__ import annotations
@@ -23,8 +28,16 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from campaign.config.schedule import Schedule, SendWindow, Step
-from campaign.model import CONFIRM_STEP, PASSED, DeliveryStatus, LeadState, PlannedDelivery
+from campaign.config.schedule import Condition, Schedule, SendWindow, Step
+from campaign.model import (
+    CONFIRM_STEP,
+    PASSED,
+    SETTLED,
+    DeliveryStatus,
+    LeadState,
+    PlannedDelivery,
+    is_booking,
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +95,9 @@ def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
     # The confirmation email is not a step of the series: the series starts when the lead
     # confirms (its enrollment), not when that email went out.
     series = [a for a in lead.history if a.step_id != CONFIRM_STEP]
-    passed = [a for a in series if a.status in PASSED]
-    reached = max((positions[a.step_id] for a in passed if a.step_id in positions), default=-1)
+    settled = [a for a in series if a.status in SETTLED]
+    passed = [a for a in settled if a.status in PASSED]  # skipped steps sent nothing
+    reached = max((positions[a.step_id] for a in settled if a.step_id in positions), default=-1)
     done = {a.step_id for a in series}
     for position in range(reached + 1, len(schedule.steps)):
         step = schedule.steps[position]
@@ -94,6 +108,50 @@ def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
         due = next_opening(anchor + step.delay, schedule.send_window, zone)
         return NextStep(step, position, due)
     return None
+
+
+def clicked(lead: LeadState, step_id: str) -> bool:
+    return any(step == step_id for step, _ in lead.clicks)
+
+
+def holds(condition: Condition, lead: LeadState, booking_url: str) -> bool:
+    """Whether a step's condition is true of what the lead has done so far."""
+    if condition.clicked is not None:
+        return clicked(lead, condition.clicked)
+    if condition.not_clicked is not None:
+        return not clicked(lead, condition.not_clicked)
+    if condition.clicked_link is not None:
+        return any(is_booking(url, booking_url) for _, url in lead.clicks)
+    wanted = condition.attribute or {}
+    return all(
+        lead.attributes.get(name, "").casefold() == value.casefold()
+        for name, value in wanted.items()
+    )
+
+
+def skip_reason(schedule: Schedule, step: Step, lead: LeadState) -> str | None:
+    """Why a step that fell due is skipped rather than sent (its condition is false now),
+    or None to send it."""
+    condition = step.condition
+    if condition is None or holds(condition, lead, str(schedule.booking_url)):
+        return None
+    return f"condition not met: {condition.describe()}"
+
+
+def choose_variant(campaign_id: str, step: Step, lead_id: int) -> int:
+    """Which of a step's subjects a lead gets: a hash of series, step and lead spread over
+    the variants' weights. Stable across runs, processes and crashes, independent between
+    steps, and needing nothing stored to be chosen again."""
+    variants = step.subjects
+    if len(variants) == 1:
+        return 0
+    digest = hashlib.sha256(f"{campaign_id}\0{step.id}\0{lead_id}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % sum(v.weight for v in variants)
+    for index, variant in enumerate(variants):
+        if point < variant.weight:
+            return index
+        point -= variant.weight
+    raise AssertionError("unreachable: the point lies below the total weight")
 
 
 def next_delivery(schedule: Schedule, lead: LeadState) -> PlannedDelivery | None:

@@ -111,6 +111,11 @@ INHERITED_FIELDS = (
 )
 
 
+def variant_name(index: int) -> str:
+    """A subject test's variants as marketers call them: A, B, C…"""
+    return chr(ord("A") + index)
+
+
 def step_label(number: int, step_id: str) -> str:
     """A step as a marketer counts it: `step 2 (pain-types)`, from 1."""
     return f"step {number} ({step_id})"
@@ -313,12 +318,85 @@ class Retry(_Model):
     max_age: Delay = timedelta(days=5)
 
 
+SubjectLine = Annotated[OneLine, Field(min_length=1, max_length=250)]
+MAX_VARIANTS = 10
+StepId = Annotated[str, Field(pattern=_SLUG, max_length=64)]
+
+
+class SubjectVariant(_Model):
+    """One subject of a subject test, and its share of the leads (weights are relative)."""
+
+    text: SubjectLine = Field(alias="subject")
+    weight: Annotated[int, Field(ge=1, le=1000)] = 1
+
+
+def _variant(value: Any) -> Any:
+    return {"subject": value} if isinstance(value, str) else value
+
+
+Variant = Annotated[SubjectVariant, BeforeValidator(_variant)]
+
+
+class Condition(_Model):
+    """When a step is sent, judged when it falls due: otherwise it is skipped (never sent,
+    never retried) and the series goes on. Exactly one of the fields is given."""
+
+    clicked: StepId | None = None  # a person clicked a link in that step's email
+    not_clicked: StepId | None = None
+    clicked_link: Literal["booking"] | None = None  # that link, in any email so far
+    attribute: Annotated[dict[str, OneLine], Field(min_length=1, max_length=10)] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Condition:
+        given = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of clicked: STEP, not_clicked: STEP, clicked_link: booking "
+                f"or attribute: {{NAME: VALUE}} (found {', '.join(given) or 'none'})"
+            )
+        return self
+
+    def describe(self, label: Callable[[str], str] = str) -> str:
+        """As plans and reports print it: `clicked step 1 (mechanisms)`."""
+        if self.clicked is not None:
+            return f"clicked {label(self.clicked)}"
+        if self.not_clicked is not None:
+            return f"did not click {label(self.not_clicked)}"
+        if self.clicked_link is not None:
+            return f"clicked the {self.clicked_link} link"
+        pairs = ", ".join(f"{k}={v}" for k, v in (self.attribute or {}).items())
+        return f"attribute {pairs}"
+
+
 class Step(_Model):
-    id: Annotated[str, Field(pattern=_SLUG, max_length=64)]
+    id: StepId
     template: Annotated[str, Field(min_length=1, max_length=200)]
-    subject: Annotated[OneLine, Field(min_length=1, max_length=250)]
+    # One subject, or a subject test: a list of subjects (or {subject, weight}), one per lead.
+    subject: SubjectLine | list[Variant]
     preheader: Annotated[OneLine, Field(max_length=250)] = ""
     delay: Delay
+    condition: Condition | None = Field(default=None, alias="if")
+
+    @field_validator("subject", mode="before")
+    @classmethod
+    def _a_test_has_variants(cls, value: Any) -> Any:
+        if isinstance(value, list) and not 2 <= len(value) <= MAX_VARIANTS:
+            raise ValueError(
+                f"a subject test needs 2 to {MAX_VARIANTS} subjects (found {len(value)}); "
+                "for one subject, write it as text"
+            )
+        return value
+
+    @cached_property
+    def subjects(self) -> tuple[SubjectVariant, ...]:
+        """The step's subjects: one, or the variants of its subject test in order."""
+        if isinstance(self.subject, str):
+            return (SubjectVariant(text=self.subject),)
+        return tuple(self.subject)
+
+    @property
+    def first_subject(self) -> str:
+        return self.subjects[0].text
 
 
 class Confirmation(_Model):
@@ -386,6 +464,29 @@ class Schedule(_Model):
                 "rename this step",
             )
         return self
+
+    @field_validator("steps")
+    @classmethod
+    def _conditions_look_back(cls, steps: list[Step]) -> list[Step]:
+        """A condition can only name a step sent before it: a later one is not yet known."""
+        earlier: list[str] = []
+        for index, step in enumerate(steps):
+            condition = step.condition
+            named = condition and (condition.clicked or condition.not_clicked)
+            key = "clicked" if condition and condition.clicked else "not_clicked"
+            if named and named not in earlier:
+                where = (
+                    "is this step itself"
+                    if named == step.id
+                    else ("comes later" if named in {s.id for s in steps} else "is not a step")
+                )
+                raise _FieldValueError(
+                    (index, "if", key),
+                    f"{named!r} {where}; a condition names an earlier step "
+                    f"({', '.join(earlier) or 'none before this one'})",
+                )
+            earlier.append(step.id)
+        return steps
 
     @field_validator("steps")
     @classmethod
@@ -825,14 +926,17 @@ def schedule_warnings(loaded: LoadedSchedule) -> list[ScheduleWarning]:
 
     for index, step in enumerate(schedule.steps):
         where = step_label(index + 1, step.id)
-        if len(step.subject) > MAX_SUBJECT:
-            warn(
-                WarningKind.LONG_SUBJECT,
-                ("steps", index, "subject"),
-                where,
-                f"the subject has {len(step.subject)} characters; inboxes cut it after about "
-                f"{MAX_SUBJECT}, so put what matters first or shorten it",
-            )
+        several = len(step.subjects) > 1
+        for number, variant in enumerate(step.subjects):
+            if len(variant.text) > MAX_SUBJECT:
+                warn(
+                    WarningKind.LONG_SUBJECT,
+                    ("steps", index, "subject", *((number,) if several else ())),
+                    where,
+                    f"the subject{f' {variant_name(number)}' if several else ''} has "
+                    f"{len(variant.text)} characters; inboxes cut it after about "
+                    f"{MAX_SUBJECT}, so put what matters first or shorten it",
+                )
         if not step.preheader.strip():
             warn(
                 WarningKind.NO_PREHEADER,

@@ -39,6 +39,19 @@ from campaign.rendering.text import html_to_text
 BUILTIN_LEAD_FIELDS = ("email", "first_name", "timezone")
 UNSUBSCRIBE = "links.unsubscribe"
 CONFIRM = "links.confirm"
+# Placeholders for a subject test's subject in a body: the step's own (`step.subject`) and
+# another step's (a teaser's `next_step.subject`, followed by that step's id).
+SUBJECT = "step.subject"
+OTHER_SUBJECT = "subject:"
+# Which of a step's subjects a lead gets (`planner.choose_variant` for a real lead).
+VariantChoice = Callable[[Step], int]
+
+
+def first_variant(_step: Step) -> int:
+    """The first subject of every step: previews and samples, unless they ask for another."""
+    return 0
+
+
 _HREF = re.compile(r'href="(https?://[^"]+)"')
 
 
@@ -123,7 +136,7 @@ class CompiledStep:
     text: str
     placeholders: tuple[str, ...]
     urls: tuple[str, ...]
-    subject: jinja2.Template
+    subjects: tuple[jinja2.Template, ...]  # one per variant of a subject test
     placeholder: re.Pattern[str]
     html_body: mime.Body  # the same HTML and text, quoted-printable encoded but for the
     text_body: mime.Body  # lines with placeholders
@@ -143,6 +156,7 @@ class RenderedEmail:
 
     subject: str
     message: MimeMessage  # `message.as_bytes()` is exactly what SMTP carries
+    variant: int  # which of the step's subjects (0 unless the step tests several)
     compiled: CompiledStep = field(repr=False)
     fill_html: Callable[[re.Match[str]], str] = field(repr=False)
     fill_text: Callable[[re.Match[str]], str] = field(repr=False)
@@ -376,7 +390,7 @@ class Renderer:
         inlined, urls = _track_links(_inline_css(body), marks)
         text = html_to_text(inlined, {marks.mint(f"click.{i}"): url for i, url in enumerate(urls)})
         _require_parts(step, number == 0, self.schedule.clinic.postal_address, marks, inlined, text)
-        subject = self._subject_template(step)
+        subjects = tuple(self._subject_template(step, i) for i in range(len(step.subjects)))
         placeholder = marks.pattern()
         compiled = CompiledStep(
             step,
@@ -386,14 +400,16 @@ class Renderer:
             text,
             tuple(marks.names),
             tuple(urls),
-            subject,
+            subjects,
             placeholder,
             mime.Body(inlined, placeholder),
             mime.Body(text, placeholder),
         )
         # A subject naming an unknown field fails here, when the schedule is checked, not
         # later for each lead.
-        self._render_subject(compiled, self.lead_values(LeadView(email="preview@example.com")))
+        sample = self.lead_values(LeadView(email="preview@example.com"))
+        for variant in range(len(subjects)):
+            self._render_subject(compiled, sample, variant)
         return compiled
 
     def _context(self, step: Step, number: int, marks: _Placeholders) -> dict[str, Any]:
@@ -411,7 +427,8 @@ class Renderer:
             "campaign": schedule.campaign.model_dump(),
             "step": {
                 "id": step.id,
-                "subject": step.subject,
+                # A subject test's subject is the lead's own variant, filled in per lead.
+                "subject": self._own_subject(step, marks),
                 "preheader": step.preheader,
                 "number": number,
                 "total": len(schedule.steps),
@@ -420,9 +437,17 @@ class Renderer:
             **neighbours(schedule.steps, number, lambda other: self._subject_for(other, marks)),
         }
 
+    def _own_subject(self, step: Step, marks: _Placeholders) -> str:
+        if len(step.subjects) > 1:
+            return marks.mint(SUBJECT)
+        return step.first_subject
+
     def _subject_for(self, other: Step, marks: _Placeholders) -> str:
         """Another step's subject as a template prints it (a teaser, a recap), lead fields as
-        placeholders like the rest of the body."""
+        placeholders like the rest of the body. A subject test's subject is a placeholder
+        for the variant this lead gets (or got), so a teaser never names the other one."""
+        if len(other.subjects) > 1:
+            return marks.mint(f"{OTHER_SUBJECT}{other.id}")
         context = {
             "lead": _Fields("lead", self._lead_fields, marks.mint),
             "clinic": dict(self._clinic),
@@ -434,21 +459,26 @@ class Renderer:
         except jinja2.TemplateError:
             # Reported where it belongs, when `other` itself compiles; here it would hide
             # this step's own problems behind another step's.
-            return other.subject
+            return other.first_subject
         return " ".join(text.split())
 
     def _subject_problem(
-        self, step: Step, exc: jinja2.TemplateError, context: dict[str, Any]
+        self, step: Step, variant: int, exc: jinja2.TemplateError, context: dict[str, Any]
     ) -> TemplateProblem:
         """A subject that does not render, pointing at its line in the schedule file."""
         numbers = {s.id: n for n, s in enumerate(self.schedule.steps, 1)}
         number = numbers.get(step.id, 0)
-        path = ("steps", number - 1, "subject") if number else ("confirm", "subject")
+        path: tuple[str | int, ...] = (
+            ("steps", number - 1, "subject") if number else ("confirm", "subject")
+        )
+        if len(step.subjects) > 1:
+            path = (*path, variant)
+        source = step.subjects[variant].text
         message = exc.message or type(exc).__name__
         if isinstance(exc, jinja2.TemplateSyntaxError):
-            message = template_errors.syntax(exc, step.subject, self._subject_env)[1]
+            message = template_errors.syntax(exc, source, self._subject_env)[1]
         elif isinstance(exc, jinja2.UndefinedError):
-            message = template_errors.undefined(message, step.subject, 1, context)
+            message = template_errors.undefined(message, source, 1, context)
         return TemplateProblem(
             self.loaded.path.name,
             setting_line(self.loaded, path),
@@ -456,12 +486,12 @@ class Renderer:
             step_label(number, step.id) if number else "the confirmation email",
         )
 
-    def _subject_template(self, step: Step) -> jinja2.Template:
+    def _subject_template(self, step: Step, variant: int = 0) -> jinja2.Template:
         """The subject is a template of its own, rendered per lead without HTML escaping."""
         try:
-            return self._subject_env.from_string(step.subject)
+            return self._subject_env.from_string(step.subjects[variant].text)
         except jinja2.TemplateSyntaxError as exc:
-            raise self._subject_problem(step, exc, {}) from exc
+            raise self._subject_problem(step, variant, exc, {}) from exc
 
     def _source(self, name: str) -> str:
         """A template's text, for the line an error points at; empty if it went away."""
@@ -520,18 +550,24 @@ class Renderer:
             values[f"lead.{name}"] = value
         return values
 
-    def _render_subject(self, compiled: CompiledStep, lead_values: dict[str, str]) -> str:
+    def _render_subject(
+        self, compiled: CompiledStep, lead_values: dict[str, str], variant: int = 0
+    ) -> str:
         context = {
-            "lead": {name.removeprefix("lead."): value for name, value in lead_values.items()},
+            "lead": {
+                name.removeprefix("lead."): value
+                for name, value in lead_values.items()
+                if name.startswith("lead.")
+            },
             # Copies: a template in Jinja's sandbox may still change a dict it is given.
             "clinic": dict(self._clinic),
             "campaign": dict(self._campaign),
         }
         try:
             with limited(self.limits):
-                subject = compiled.subject.render(context)
+                subject = compiled.subjects[variant].render(context)
         except jinja2.TemplateError as exc:
-            raise self._subject_problem(compiled.step, exc, context) from exc
+            raise self._subject_problem(compiled.step, variant, exc, context) from exc
         return " ".join(subject.split())
 
     def render(
@@ -543,13 +579,17 @@ class Renderer:
         now: datetime,
         message_id: str | None = None,
         unsubscribe_mailto: str | None = None,
+        variant: VariantChoice = first_variant,
     ) -> RenderedEmail:
         """One lead's email. `unsubscribe_mailto` is the address List-Unsubscribe's
         `mailto:` names: the delivery's own return path when the sender has one (made once
-        per message by the dispatcher, which sends from it too), else the reply-to."""
+        per message by the dispatcher, which sends from it too), else the reply-to.
+        `variant` says which subject of a step's subject test this lead gets."""
         compiled = self.compile(step_id)
         values = self.lead_values(lead)
-        subject = self._render_subject(compiled, values)
+        chosen = variant(compiled.step)
+        subject = self._render_subject(compiled, values, chosen)
+        self._fill_subjects(compiled, values, subject, variant)
         values[UNSUBSCRIBE] = links.unsubscribe
         values[CONFIRM] = links.confirm
         for index, url in enumerate(compiled.urls):
@@ -566,7 +606,19 @@ class Renderer:
             message_id,
             unsubscribe_mailto,
         )
-        return RenderedEmail(subject, message, compiled, fill_html, fill_text)
+        return RenderedEmail(subject, message, chosen, compiled, fill_html, fill_text)
+
+    def _fill_subjects(
+        self, compiled: CompiledStep, values: dict[str, str], own: str, variant: VariantChoice
+    ) -> None:
+        """The lead's own variant of each subject test the body names (its own subject, a
+        teaser's, a recap's); nothing to do for a series without subject tests."""
+        for name in compiled.placeholders:
+            if name == SUBJECT:
+                values[name] = own
+            elif name.startswith(OTHER_SUBJECT):
+                other = self.compile(name.removeprefix(OTHER_SUBJECT))
+                values[name] = self._render_subject(other, values, variant(other.step))
 
     def _message(
         self,

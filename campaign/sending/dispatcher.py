@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
+from functools import partial
 
 from campaign.config.schedule import Schedule, format_delay
 from campaign.inbound.verp import ReturnPath
@@ -37,7 +38,15 @@ from campaign.model import (
     Sent,
     Start,
 )
-from campaign.planner import lead_zone, next_delivery, next_opening, plan_fingerprint, plan_key
+from campaign.planner import (
+    choose_variant,
+    lead_zone,
+    next_delivery,
+    next_opening,
+    plan_fingerprint,
+    plan_key,
+    skip_reason,
+)
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import LeadView, Renderer, TemplateProblem
 from campaign.sending.breaker import Breaker
@@ -74,12 +83,14 @@ class Outcome(enum.StrEnum):
     BOUNCED = "bounced"
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
+    SKIPPED = "skipped"
     STOPPED = "stopped"
 
 
 _LOG_LEVELS = {
     Outcome.SENT: logging.INFO,
     Outcome.CANCELLED: logging.INFO,
+    Outcome.SKIPPED: logging.INFO,
     Outcome.STOPPED: logging.ERROR,
 }
 
@@ -90,12 +101,14 @@ class Built:
 
     data: bytes
     utf8: bool  # needs SMTPUTF8
+    variant: int  # which of the step's subjects it carries
 
 
 @dataclass(frozen=True)
 class Unsendable:
-    """Why a reserved row ends without a message: its step was removed (`cancelled`), or
-    this lead's data breaks the template (`failed`, and the series goes on)."""
+    """Why a reserved row ends without a message: its step was removed (`cancelled`), its
+    condition is false (`skipped`), or this lead's data breaks the template (`failed`); but
+    for a removed step, the series goes on at once."""
 
     outcome: DeliveryStatus
     reason: str
@@ -110,6 +123,7 @@ class RunReport:
     failed: int = 0
     bounced: int = 0
     cancelled: int = 0
+    skipped: int = 0  # their condition (`if:`) was false when they fell due
     in_doubt: int = 0
     replanned: int = 0
     unbuilt: int = 0  # of `failed`: no message could be built (the lead's data, a template)
@@ -150,6 +164,7 @@ def _state(
     lead: Lead | None,
     rows: Iterable[tuple[str, str, datetime]],
     exclude: str | None,
+    clicks: tuple[tuple[str, str], ...] = (),
 ) -> LeadState:
     """The planner's view of a lead from what the store read (`exclude`: the step in flight)."""
     history = tuple(
@@ -157,7 +172,8 @@ def _state(
     )
     if lead is None:
         return LeadState(enrolled_at, history=history)
-    return LeadState(enrolled_at, lead.timezone, LeadStatus(lead.status), history)
+    status = LeadStatus(lead.status)
+    return LeadState(enrolled_at, lead.timezone, status, history, clicks, lead.attributes)
 
 
 def lead_plan(schedule: Schedule, lead: Lead | None, status: LeadStatus | None = None) -> Plan:
@@ -228,6 +244,8 @@ class Dispatcher:
         self.breaker = breaker or Breaker(store)
         limits = self.schedule.rate_limit
         self._paced = any((limits.per_second, limits.per_minute, limits.per_hour))
+        # Only a series with conditions needs the links each lead opened, read as reserved.
+        self._judging = any(step.condition for step in self.schedule.steps)
 
     # -- planning --------------------------------------------------------------------------
 
@@ -334,10 +352,13 @@ class Dispatcher:
             room = self.reservation
             if max_messages is not None:
                 room = min(room, max_messages - report.sent - report.failed)
-            self._reserved.extend(
-                self.store.queue.reserve(self.campaign_id, run_now, self.worker, self.clock(), room)
-            )
+            self._reserved.extend(self._reserve(run_now, self.clock(), room))
         return self._reserved.popleft() if self._reserved else None
+
+    def _reserve(self, due_before: datetime, now: datetime, limit: int) -> list[Claim]:
+        return self.store.queue.reserve(
+            self.campaign_id, due_before, self.worker, now, limit, with_clicks=self._judging
+        )
 
     def _record_sent(self) -> None:
         if self._unrecorded is not None:
@@ -364,13 +385,19 @@ class Dispatcher:
 
     def _build(self, claim: Claim, message_id: str, sender: str) -> Built | Unsendable:
         """The message ready for SMTP, or why this row ends without one. A VERP `sender` is
-        also the `mailto:` of its List-Unsubscribe, so mail sent there finds this delivery."""
+        also the `mailto:` of its List-Unsubscribe, so mail sent there finds this delivery.
+        A step's condition is judged here, when it fell due and is about to go."""
         confirming = claim.step_id == CONFIRM_STEP
         step = self.schedule.confirmation if confirming else self.schedule.step(claim.step_id)
         if step is None:
             # A worker on an older schedule planned it (or double opt-in was turned off since
             # the signup); the series goes on without it.
             return Unsendable(DeliveryStatus.CANCELLED, STEP_REMOVED)
+        if step.condition is not None and claim.enrolled_at is not None:
+            state = _state(claim.enrolled_at, claim.lead, claim.history, None, claim.clicks)
+            reason = skip_reason(self.schedule, step, state)
+            if reason is not None:
+                return Unsendable(DeliveryStatus.SKIPPED, reason)
         lead = claim.lead
         links = self.signer.links(lead.id, self.campaign_id, claim.step_id)
         if confirming:
@@ -383,11 +410,12 @@ class Dispatcher:
                 now=self.clock(),
                 message_id=message_id,
                 unsubscribe_mailto=sender if self.return_path is not None else None,
+                variant=partial(choose_variant, self.campaign_id, lead_id=lead.id),
             )
         except (TemplateProblem, ValueError, TypeError, LookupError) as exc:
             # This lead's data breaks the template: fail this one message, not the run.
             return Unsendable(DeliveryStatus.FAILED, f"cannot build the message: {exc}")
-        return Built(email.message.data, email.message.utf8)
+        return Built(email.message.data, email.message.utf8, email.variant)
 
     def _deliver(self, claim: Claim, report: RunReport) -> bool:
         """Send one reserved delivery. Returns False when the whole batch must stop.
@@ -405,7 +433,9 @@ class Dispatcher:
         try:
             built = self._build(claim, message_id, sender)
             if isinstance(built, Built):
-                outcome = self.store.queue.start(claim, self.clock(), self._unrecorded)
+                outcome = self.store.queue.start(
+                    claim, self.clock(), self._unrecorded, built.variant
+                )
             else:
                 outcome = self._settle_unsendable(claim, built)
         except BaseException:
@@ -439,8 +469,8 @@ class Dispatcher:
         now cannot leave it in doubt."""
         now = self.clock()
         following = None
-        if unsendable.outcome is DeliveryStatus.FAILED:
-            following = next_after(self.schedule, claim, DeliveryStatus.FAILED, now)
+        if unsendable.outcome in (DeliveryStatus.FAILED, DeliveryStatus.SKIPPED):
+            following = next_after(self.schedule, claim, unsendable.outcome, now)
         return self.store.queue.settle_unsent(
             claim, now, self._unrecorded, unsendable.outcome, unsendable.reason, following
         )
@@ -453,6 +483,9 @@ class Dispatcher:
             report.failed += 1
             report.unbuilt += 1
             report.errors.append(f"{claim.lead.email}: {unsendable.reason}")
+            return
+        if unsendable.outcome is DeliveryStatus.SKIPPED:
+            report.skipped += 1
             return
         report.cancelled += 1
         # Plan the real next step, or the lead would wait forever for the removed one.
@@ -538,11 +571,7 @@ class Dispatcher:
             if self._settle_unsendable(claim, unsendable) is Start.GO:
                 self._ended_unsent(claim, unsendable, report, started)
             if not self._reserved:  # all of this reservation was too old: look further
-                self._reserved.extend(
-                    self.store.queue.reserve(
-                        self.campaign_id, now, self.worker, now, self.reservation
-                    )
-                )
+                self._reserved.extend(self._reserve(now, now, self.reservation))
 
     def _unsupported(
         self, claim: Claim, exc: Unsupported, report: RunReport, started: float

@@ -33,6 +33,7 @@ from sqlalchemy.sql import Select, Update
 from campaign.model import (
     CONFIRM_STEP,
     Claim,
+    ClickSource,
     DeliveryStatus,
     EnrollmentState,
     LeadStatus,
@@ -46,6 +47,7 @@ from campaign.store.prepared import Prepared
 from campaign.store.schema import (
     NOT_HISTORY_STATUSES,
     QUEUED_STATUSES,
+    clicks,
     deliveries,
     enrollments,
     leads,
@@ -157,6 +159,16 @@ HISTORIES = (
     )
     .order_by(deliveries.c.id)
 )
+# The links people (not scanners) opened, for judging steps' conditions.
+PEOPLES_CLICKS = (
+    select(clicks.c.lead_id, clicks.c.step_id, clicks.c.url)
+    .where(
+        clicks.c.lead_id.in_(bindparam("leads", expanding=True)),
+        clicks.c.campaign_id == bindparam("campaign"),
+        clicks.c.source == ClickSource.PERSON,
+    )
+    .order_by(clicks.c.id)
+)
 # An address on the suppression list (`store.suppressions`), looked up by its unique key.
 SUPPRESSED = exists().where(
     suppressions.c.email_key == leads.c.email_key, suppressions.c.lifted_at.is_(None)
@@ -178,6 +190,7 @@ START = (
         claimed_at=bindparam("start_now", type_=DateTime),
         attempts=deliveries.c.attempts + 1,
         updated_at=bindparam("start_now", type_=DateTime),
+        variant=bindparam("start_variant", type_=Integer),
     )
 )
 MARK_SENT = (
@@ -370,15 +383,23 @@ class Queue:
     # -- reserve → start → settle ----------------------------------------------------------
 
     def reserve(
-        self, campaign_id: str, due_before: datetime, worker: str, now: datetime, limit: int
+        self,
+        campaign_id: str,
+        due_before: datetime,
+        worker: str,
+        now: datetime,
+        limit: int,
+        *,
+        with_clicks: bool = False,
     ) -> list[Claim]:
         """Take up to `limit` of the most overdue pending deliveries of active leads (due by
         `due_before`) out of the queue for one connection, in the order to send them.
 
-        One transaction also reads their leads, enrollments and histories, so that sending
-        needs no other read to render and to plan each lead's next step. Nothing is in doubt
-        yet: a reserved row that is never started goes back to the queue when released or
-        when its lease runs out.
+        One transaction also reads their leads, enrollments and histories (and, `with_clicks`,
+        the links they opened, for steps' conditions), so that sending needs no other read to
+        render, to judge and to plan each lead's next step. Nothing is in doubt yet: a
+        reserved row that is never started goes back to the queue when released or when its
+        lease runs out.
         """
         params = {
             "campaign": campaign_id,
@@ -398,6 +419,12 @@ class Queue:
             past = conn.execute(HISTORIES, {"leads": ids, "campaign": campaign_id})
             for lead_id, step_id, status, at in past:
                 histories[lead_id].append((step_id, status, from_db(at)))
+            opened: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+            if with_clicks:
+                for lead_id, step_id, url in conn.execute(
+                    PEOPLES_CLICKS, {"leads": ids, "campaign": campaign_id}
+                ):
+                    opened[lead_id].append((step_id, url))
         return [
             Claim(
                 row.id,
@@ -410,14 +437,17 @@ class Queue:
                 lead_from_row(people[row.lead_id]),  # the reservation only takes leads it may mail
                 from_db_or_none(people[row.lead_id]["enrolled_at"]),
                 tuple(histories[row.lead_id]),
+                tuple(opened[row.lead_id]),
             )
             for row in rows
         ]
 
-    def start(self, claim: Claim, now: datetime, after: Sent | None = None) -> Start:
-        """Put a reserved row in flight, committed before any SMTP traffic, and record the
-        connection's previous message (`after`) in the same transaction: one commit per
-        message, and still one message in flight."""
+    def start(
+        self, claim: Claim, now: datetime, after: Sent | None = None, variant: int = 0
+    ) -> Start:
+        """Put a reserved row in flight, committed before any SMTP traffic, with the subject
+        it goes out with (`variant`), and record the connection's previous message (`after`)
+        in the same transaction: one commit per message, and still one message in flight."""
         with self.db.tx() as conn:
             if after is not None:
                 self._record_sent(conn, after)
@@ -425,6 +455,7 @@ class Queue:
                 "delivery": claim.delivery_id,
                 "worker": claim.worker,
                 "start_now": to_db(now),
+                "start_variant": variant,
             }
             if self._start_sql.run(conn, params):
                 return Start.GO

@@ -44,8 +44,9 @@ from campaign.model import (
 from campaign.store.database import Database, StoreError, to_db
 
 # 2: leads.email_key, one lead per address whatever its letter case;
-# 3: the suppression list, and clicks told apart by who made them (`clicks.source`).
-SCHEMA_VERSION = 3
+# 3: the suppression list, and clicks told apart by who made them (`clicks.source`);
+# 4: the subject a delivery went out with, for subject tests (`deliveries.variant`).
+SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 VERSION_KEY = "schema_version"
 
@@ -111,6 +112,9 @@ deliveries = Table(
     Column("claimed_by", String(100), nullable=True),
     Column("sent_at", DateTime, nullable=True),
     Column("updated_at", DateTime, nullable=False),
+    # Which of the step's subjects went out (0: the first; a subject test has several),
+    # recorded when the message is put in flight; empty for a row never started.
+    Column("variant", Integer, nullable=True),
     UniqueConstraint("lead_id", "campaign_id", "step_id", name="uq_delivery"),
     # The queue: only pending rows, in claim order, so finding the next due delivery stays one
     # short index range scan however many millions of sent rows pile up beside it.
@@ -229,6 +233,8 @@ def migrate(db: Database) -> None:
         if version is not None and int(version) < 3:
             _add_click_sources(conn)
             _fill_suppressions(conn)
+        if version is not None and int(version) < 4:
+            _add_variants(conn)
         _update_indexes(conn)
         if version is None:
             # Only one migration runs at a time (the lock above), so nobody else adds it.
@@ -371,4 +377,18 @@ def _fill_suppressions(conn: Connection) -> None:
                 func.coalesce(leads.c.status_at, leads.c.created_at),
             ).where(leads.c.status.in_(statuses), leads.c.email_key.is_not(None)),
         )
+    )
+
+
+# -- version 4: subject tests -----------------------------------------------------------------
+
+
+def _add_variants(conn: Connection) -> None:
+    """Every email sent before subject tests went out with its step's one subject."""
+    if "variant" not in {c["name"] for c in inspect(conn).get_columns("deliveries")}:
+        conn.execute(text("ALTER TABLE deliveries ADD COLUMN variant INTEGER"))
+    conn.execute(
+        update(deliveries)
+        .where(deliveries.c.status.in_([DeliveryStatus.SENT, DeliveryStatus.UNKNOWN]))
+        .values(variant=0)
     )

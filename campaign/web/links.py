@@ -18,13 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from campaign.leads.intake import first_delivery
-from campaign.model import ClickSource, Lead, LeadStatus
+from campaign.model import ClickSource, Lead, LeadStatus, is_booking
 from campaign.rendering.links import ClickToken, InvalidToken, LeadToken
 from campaign.rendering.renderer import Renderer
 from campaign.web.replies import PageError, page
@@ -33,16 +32,6 @@ from campaign.web.service import Service
 
 log = logging.getLogger("campaign.web.links")
 T = TypeVar("T")
-
-
-def is_booking(url: str, booking_url: str) -> bool:
-    """Whether a link leads to the booking page: same scheme, host and path, any query (UTM)."""
-    a, b = urlsplit(url), urlsplit(booking_url)
-    return (a.scheme, a.netloc.lower(), a.path.rstrip("/")) == (
-        b.scheme,
-        b.netloc.lower(),
-        b.path.rstrip("/"),
-    )
 
 
 def click_target(renderer: Renderer, token: ClickToken) -> str | None:

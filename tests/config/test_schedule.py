@@ -410,3 +410,69 @@ def test_cli_check_reports_problems_with_file_line_and_field(schedule_copy) -> N
     assert "2 problem(s)" in stderr, result.stderr
     assert f"broken.yaml:{delay_line}: step 3 (process): delay: '7x' is not a delay" in stderr
     assert f"broken.yaml:{zone_line}: timezone: 'America/Chicgo'" in stderr, stderr
+
+
+# --- conditions and subject tests -----------------------------------------------------------
+
+PAIN_TYPES_DELAY = "preheader: Chronic low back pain, neck pain and sciatica"
+
+
+def condition_on_pain_types(schedule_copy, condition: str) -> None:
+    """`if:` written under step 2 (pain-types), as a marketer would type it."""
+    schedule_copy.edit("  - id: pain-types\n", f"  - id: pain-types\n    if: {condition}\n")
+
+
+def test_conditions_and_subject_tests_load(schedule_copy) -> None:
+    condition_on_pain_types(schedule_copy, "{clicked: mechanisms}")
+    schedule_copy.edit(
+        "subject: How acupuncture eases back pain",
+        'subject: ["How acupuncture eases back pain", {subject: "Why needles ease back pain", '
+        "weight: 2}]",
+    )
+    schedule = load_schedule(schedule_copy.path).schedule
+    condition = schedule.steps[1].condition
+    assert condition is not None and condition.clicked == "mechanisms"
+    assert [(v.text, v.weight) for v in schedule.steps[0].subjects] == [
+        ("How acupuncture eases back pain", 1),
+        ("Why needles ease back pain", 2),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("condition", "field", "says"),
+    [
+        ("{clicked: faqs}", "steps[1].if.clicked", ("'faqs' comes later", "earlier step")),
+        ("{not_clicked: pain-types}", "steps[1].if.not_clicked", ("this step itself",)),
+        ("{clicked: nothing-here}", "steps[1].if.clicked", ("is not a step", "mechanisms")),
+        ("{clicked: mechanisms, not_clicked: mechanisms}", "steps[1].if", ("exactly one",)),
+        ("{}", "steps[1].if", ("exactly one", "found none")),
+        ("{clicked_link: website}", "steps[1].if.clicked_link", ("booking",)),
+        ("{opened: mechanisms}", "steps[1].if.opened", ("opened",)),
+    ],
+)
+def test_a_condition_that_cannot_be_judged(schedule_copy, condition, field, says) -> None:
+    condition_on_pain_types(schedule_copy, condition)
+    check(
+        only_issue(schedule_copy.path, field),
+        line=schedule_copy.line_of("    if: "),
+        field=field,
+        says=says,
+    )
+
+
+@pytest.mark.parametrize(
+    ("subject", "field", "says"),
+    [
+        ('["Only one"]', "steps[0].subject", ("2 to 10 subjects", "found 1", "write it as text")),
+        ('["One", ""]', "steps[0].subject[1].subject", ("must not be empty",)),
+        ('["One", {subject: "Two", weight: 0}]', "steps[0].subject[1].weight", ("at least 1",)),
+    ],
+)
+def test_a_subject_test_that_cannot_run(schedule_copy, subject, field, says) -> None:
+    schedule_copy.edit("subject: How acupuncture eases back pain", f"subject: {subject}")
+    issues = [i for i in issues_of(schedule_copy.path) if i.field == field]
+    assert issues, [str(i) for i in issues_of(schedule_copy.path)]
+    issue = issues[0]
+    assert issue.line == schedule_copy.line_of(f"subject: {subject}"), str(issue)
+    for words in says:
+        assert words.lower() in issue.message.lower(), str(issue)
