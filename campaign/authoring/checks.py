@@ -72,6 +72,9 @@ def content_warnings(renderer: Renderer, compiled: CompiledStep) -> list[Schedul
         index = compiled.number - 1
         following = steps[index + 1] if index + 1 < len(steps) else None
         previous = steps[index - 1] if index > 0 else None
+        teaser = _conditional_teaser(renderer, step, following, index + 2)
+        if teaser is not None:
+            out.append(ScheduleWarning(WarningKind.CONDITIONAL_TEASER, step.template, *teaser))
         for phrase in _phrases(_AHEAD, compiled.text):
             problem = _ahead(phrase, following, index + 2)
             if problem:
@@ -81,6 +84,39 @@ def content_warnings(renderer: Renderer, compiled: CompiledStep) -> list[Schedul
             if problem:
                 out.append(_timing(template, where, phrase, problem, "previous_step"))
     return out
+
+
+def _conditional_teaser(
+    renderer: Renderer, step: Step, following: Step | None, number: int
+) -> tuple[int | None, str, str] | None:
+    """(line, where, message) when the template names `next_step` unconditionally and that
+    step goes only to some leads: the others would read about an email they never get."""
+    if following is None or following.condition is None:
+        return None
+    line = _names_next_step(renderer, step.template)
+    if line is None:
+        return None
+    condition = following.condition.describe(
+        lambda i: step_label(1 + [s.id for s in renderer.schedule.steps].index(i), i)
+    )
+    return (
+        line,
+        step_label(number - 1, step.id),
+        f"the text names the next email, {step_label(number, following.id)}, which goes only "
+        f"to some leads (if {condition}); the others skip it. Wrap the teaser in "
+        "{% if not next_step.condition %} … {% endif %}, or word it for both",
+    )
+
+
+def _names_next_step(renderer: Renderer, template: str) -> int | None:
+    """The line of the template's first `next_step` outside an `if` on its condition."""
+    try:
+        source = (renderer.templates_dir / template).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if "next_step.condition" in source:
+        return None  # the marketer already words it for both
+    return next((n for n, text in enumerate(source.splitlines(), 1) if "next_step" in text), None)
 
 
 def _phrases(pattern: re.Pattern[str], text: str) -> list[str]:

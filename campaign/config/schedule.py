@@ -80,6 +80,9 @@ class WarningKind(StrEnum):
     HEAVY_HTML = "heavy HTML"  # Gmail clips an HTML part over 102 KB
     TIMING = "timing"  # the text names a time the schedule contradicts
     INHERITED = "inherited"  # a value new-series copied from another series, not yet reviewed
+    # A teaser names the next step, which has a condition: leads who skip it read about an
+    # email they will not get.
+    CONDITIONAL_TEASER = "conditional teaser"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from campaign.config.schedule import Step, format_delay
+from campaign.config.schedule import Step, format_delay, step_label
 
 _DAY = timedelta(days=1)
 _WEEK = timedelta(days=7)
@@ -59,6 +59,11 @@ def came(delay: timedelta) -> str:
     return f"{_span(delay)} ago"
 
 
+def _label(steps: Sequence[Step], step_id: str) -> str:
+    number = next((n for n, s in enumerate(steps, 1) if s.id == step_id), 0)
+    return step_label(number, step_id)
+
+
 def neighbours(
     steps: Sequence[Step], number: int, subject: Callable[[Step], str]
 ) -> dict[str, Any]:
@@ -77,6 +82,10 @@ def neighbours(
             "preheader": step.preheader,
             "delay": format_delay(step.delay),
             "when": when,
+            # Sent only to some leads (`if:`): a teaser may say so, or stay quiet about it.
+            "condition": step.condition.describe(lambda i: _label(steps, i))
+            if step.condition
+            else "",
         }
 
     here = number - 1  # index of this email; -1 for the confirmation email

@@ -131,3 +131,29 @@ def test_settings_new_series_copied_are_flagged_until_edited(tmp_path: Path) -> 
     code, lines = _check(schedule)
     still = [w.split(": ")[1] for w in _warnings(lines) if "was copied from another" in w]
     assert still == ["sender.from", "sender.reply_to", "clinic.postal_address"]
+
+
+def test_a_teaser_for_a_step_some_leads_skip(tmp_path: Path) -> None:
+    """Step 1's teaser names step 2; once step 2 goes only to leads who clicked, the others
+    would read about an email they never get, until the teaser is worded for both."""
+    schedule = _copy(tmp_path)
+    schedule.edit("  - id: pain-types\n", "  - id: pain-types\n    if: {clicked: mechanisms}\n")
+    code, lines = _check(schedule)
+    assert code == 0, lines
+    template = schedule.templates / "mechanisms.html.j2"
+    source = template.read_text(encoding="utf-8").splitlines()
+    line = next(n for n, text in enumerate(source, 1) if "next_step" in text)
+    assert _warnings(lines) == [
+        f"mechanisms.html.j2:{line}: step 1 (mechanisms): the text names the next email, "
+        "step 2 (pain-types), which goes only to some leads (if clicked step 1 (mechanisms)); "
+        "the others skip it. Wrap the teaser in {% if not next_step.condition %} … "
+        "{% endif %}, or word it for both"
+    ]
+    worded = source[line - 1].replace(
+        "{% if next_step %}", "{% if next_step and not next_step.condition %}"
+    )
+    assert worded != source[line - 1]
+    source[line - 1] = worded
+    template.write_text("\n".join(source) + "\n", encoding="utf-8")
+    code, lines = _check(schedule, "--strict")
+    assert code == 0 and not _warnings(lines), lines
