@@ -4,7 +4,10 @@ every lead already in it.
 The per-lead answer comes from running the real planner (through the same dry run as
 `plan`) for each enrolled lead under both schedules and comparing the emails step by step,
 so it tells exactly what the dispatcher would do after the edit: which leads get a new step,
-lose one, or get one earlier or later, and by how much.
+lose one, or get one earlier or later, and by how much; and, for a step still to come, whose
+path changes (its `if:` changed) or who would see another subject of a subject test (the
+planner's `choose_variant` under each schedule). A lead who already got a step keeps the
+subject its delivery recorded, so only steps still to come are compared.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from campaign.authoring.preview import sent_only_if, shares, variants_text
 from campaign.authoring.timeline import LeadPlan, lead_emails, plan_in_force
 from campaign.config.schedule import (
     LoadedSchedule,
     Schedule,
     SendWindow,
+    Step,
     format_clock,
     format_delay,
     step_label,
+    variant_name,
 )
-from campaign.rendering.renderer import CompiledStep, Renderer
+from campaign.planner import choose_variant
+from campaign.rendering.renderer import OTHER_SUBJECT, CompiledStep, Renderer
 from campaign.store import Store
 
 SeriesKind = Literal[
@@ -40,8 +47,13 @@ SeriesKind = Literal[
     "subject",
     "preheader",
     "template",
+    "condition",  # an `if:` added, removed or changed
+    "test",  # a subject test started or ended
+    "variant",  # a subject test's subject added, removed, reworded, or the shares changed
 ]
-LeadKind = Literal["new", "lost", "moved"]
+# path: a step still to come whose `if:` changed; variant: a step still to come whose subject
+# test now gives the lead another subject.
+LeadKind = Literal["new", "lost", "moved", "path", "variant"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class LeadChange:
     kind: LeadKind
     old_at: datetime | None
     new_at: datetime | None
+    detail: str = ""  # what changes for a path or variant change, said for the marketer
 
     @property
     def shift(self) -> timedelta | None:
@@ -127,11 +140,12 @@ def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
         day = new_days[step.id].days
         before = old.step(step.id)
         if before is None:
+            condition = f", {sent_only_if(new, step.condition)}" if step.condition else ""
             changes.append(
                 SeriesChange(
                     "added",
                     step.id,
-                    f"as step {position}, delay {format_delay(step.delay)} (day {day})",
+                    f"as step {position}, delay {format_delay(step.delay)} (day {day}){condition}",
                 )
             )
             continue
@@ -150,10 +164,8 @@ def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
                     "order", step.id, f"step {old_ids.index(step.id) + 1} -> step {position}"
                 )
             )
-        if before.subject != step.subject:
-            changes.append(
-                SeriesChange("subject", step.id, f"{before.subject!r} -> {step.subject!r}")
-            )
+        changes += _subject_changes(before, step)
+        changes += _condition_changes(old, new, before, step)
         if before.preheader != step.preheader:
             changes.append(
                 SeriesChange("preheader", step.id, f"{before.preheader!r} -> {step.preheader!r}")
@@ -172,6 +184,81 @@ def _step_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
                 )
             )
     return changes
+
+
+def same_variants(before: Step, after: Step) -> dict[int, int]:
+    """Which subject of the old step is which of the new one (old index -> new index): the
+    same words first, then a reworded subject left in the same place. A subject left out
+    was removed; one not reached was added."""
+    old_texts = [v.text for v in before.subjects]
+    new_texts = [v.text for v in after.subjects]
+    pairs = {old_texts.index(t): i for i, t in enumerate(new_texts) if t in old_texts}
+    taken = set(pairs.values())
+    for index in range(min(len(old_texts), len(new_texts))):
+        if index not in pairs and index not in taken:
+            pairs[index] = index
+    return pairs
+
+
+def _subject_changes(before: Step, step: Step) -> list[SeriesChange]:
+    """A subject reworded, a subject test started or ended, and a test's subjects added,
+    removed, reworded or given other shares of the leads."""
+    old, new = before.subjects, step.subjects
+    if len(old) == 1 and len(new) == 1:
+        if old[0].text == new[0].text:
+            return []
+        return [SeriesChange("subject", step.id, f"{old[0].text!r} -> {new[0].text!r}")]
+    if len(old) == 1:
+        detail = f"subject test started: {variants_text(step)} (was {old[0].text!r})"
+        return [SeriesChange("test", step.id, detail)]
+    if len(new) == 1:
+        detail = (
+            f"subject test ended: every lead gets {new[0].text!r} (was {variants_text(before)})"
+        )
+        return [SeriesChange("test", step.id, detail)]
+    pairs = same_variants(before, step)
+    changes = []
+    for index, variant in enumerate(new):
+        if index not in pairs.values():
+            changes.append(
+                SeriesChange("variant", step.id, f"{variant_name(index)} added: {variant.text!r}")
+            )
+    for index, variant in enumerate(old):
+        if index not in pairs:
+            changes.append(
+                SeriesChange("variant", step.id, f"{variant_name(index)} removed: {variant.text!r}")
+            )
+        elif old[index].text != new[pairs[index]].text:
+            changes.append(
+                SeriesChange(
+                    "variant",
+                    step.id,
+                    f"{variant_name(pairs[index])} reworded: {old[index].text!r} -> "
+                    f"{new[pairs[index]].text!r}",
+                )
+            )
+    old_shares = ", ".join(f"{variant_name(i)} {share}" for i, share in enumerate(shares(before)))
+    new_shares = ", ".join(f"{variant_name(i)} {share}" for i, share in enumerate(shares(step)))
+    reweighted = any(old[i].weight != new[j].weight for i, j in pairs.items())
+    if reweighted or old_shares != new_shares:
+        what = "re-weighted" if reweighted else "shares"
+        detail = f"{what}: {old_shares} -> {new_shares} of the leads still to get it"
+        changes.append(SeriesChange("variant", step.id, detail))
+    return changes
+
+
+def _condition_changes(
+    old: Schedule, new: Schedule, before: Step, step: Step
+) -> list[SeriesChange]:
+    """An `if:` added, removed or changed, said as when the step is sent."""
+    if before.condition == step.condition:
+        return []
+    was = sent_only_if(old, before.condition) if before.condition else "sent to every lead"
+    now = sent_only_if(new, step.condition) if step.condition else "sent to every lead"
+    what = (
+        "added" if before.condition is None else "removed" if step.condition is None else "changed"
+    )
+    return [SeriesChange("condition", step.id, f"{what}: now {now} (was {was})")]
 
 
 def series_changes(old: Schedule, new: Schedule) -> list[SeriesChange]:
@@ -195,6 +282,8 @@ def readable_text(compiled: CompiledStep) -> str:
         field = compiled.placeholders[int(match.group(1))]
         if field.startswith("click."):
             return compiled.urls[int(field.removeprefix("click."))]
+        if field.startswith(OTHER_SUBJECT):  # a teaser naming a subject test's step
+            return "{the lead's subject of " + field.removeprefix(OTHER_SUBJECT) + "}"
         return "{" + field + "}"
 
     return compiled.placeholder.sub(name, compiled.text)
@@ -262,13 +351,44 @@ def lead_changes(
     for step_id, at in after.items():
         if step_id not in before:
             changes.append(LeadChange(lead.email, step_id, "new", None, at))
-        elif before[step_id] != at:
+            continue
+        if before[step_id] != at:
             changes.append(LeadChange(lead.email, step_id, "moved", before[step_id], at))
+        changes += _branch_changes(old, new, lead, step_id, at)
     changes.extend(
         LeadChange(lead.email, step_id, "lost", at, None)
         for step_id, at in before.items()
         if step_id not in after
     )
+    return changes
+
+
+def _subject_name(step: Step, index: int) -> str:
+    text = repr(step.subjects[index].text)
+    return f"{variant_name(index)} {text}" if len(step.subjects) > 1 else text
+
+
+def _branch_changes(
+    old: Schedule, new: Schedule, lead: LeadPlan, step_id: str, at: datetime
+) -> list[LeadChange]:
+    """For a step the lead is still to get under both schedules: whether its condition or
+    the subject the lead is given changed."""
+    before, after = old.steps_by_id[step_id], new.steps_by_id[step_id]
+    changes = []
+    if before.condition != after.condition:
+        now = (
+            sent_only_if(new, after.condition) if after.condition else "sent whatever the lead does"
+        )
+        was = sent_only_if(old, before.condition) if before.condition else "always sent"
+        changes.append(LeadChange(lead.email, step_id, "path", None, at, f"now {now} (was {was})"))
+    was_given = choose_variant(old.campaign.id, before, lead.lead_id)
+    given = choose_variant(new.campaign.id, after, lead.lead_id)
+    if same_variants(before, after).get(was_given) != given:
+        detail = (
+            f"gets subject {_subject_name(after, given)} instead of "
+            f"{_subject_name(before, was_given)}"
+        )
+        changes.append(LeadChange(lead.email, step_id, "variant", None, at, detail))
     return changes
 
 

@@ -168,9 +168,17 @@ def create_app(preview: LivePreview) -> Starlette:
         step = next((s for s in rendered.steps if s.id == step_id), None)
         if step is None or kind not in ("html", "txt"):
             return PlainTextResponse(f"no step {step_id!r} in the schedule", status_code=404)
+        variant = step.variant(request.query_params.get("variant"))
+        if variant is None:
+            names = ", ".join(v.name for v in step.variants if v.name) or "none: one subject"
+            return PlainTextResponse(
+                f"step {step_id!r} has no subject {request.query_params['variant']!r} "
+                f"(its subjects: {names})",
+                status_code=404,
+            )
         if kind == "html":
-            return HTMLResponse(step.email.html)
-        return PlainTextResponse(step.email.text)
+            return HTMLResponse(variant.email.html)
+        return PlainTextResponse(variant.email.text)
 
     def version(_request: Request) -> Response:
         return JSONResponse({"version": preview.version()}, headers={"Cache-Control": "no-store"})
@@ -178,7 +186,7 @@ def create_app(preview: LivePreview) -> Starlette:
     return Starlette(
         routes=[
             Route("/", index),
-            Route("/email/{step}.{kind}", email),
+            Route("/email/{step}.{kind}", email),  # ?variant=B: a subject test's other subject
             Route("/version", version),
         ]
     )

@@ -5,7 +5,8 @@ Sent, failed, clicked, scanned and converted per step come from `campaign_status
 (`clicked`) and link scanners (`scanned`) apart; a conversion is credited to the step the
 store attributes it to, and only people convert. Unsubscribes are credited here to the last
 email the lead had been sent before leaving (`leads.status_at`), the email that made them
-leave. Anything that happened before the first email is shown on a line of its own. Every
+leave. Anything that happened before the first email is shown on a line of its own. A step
+with a subject test also has its variants, each judged against A (`subject_test`). Every
 query only reads.
 """
 
@@ -16,13 +17,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from campaign.config.schedule import Schedule
+from campaign.authoring.subject_test import VariantResult, judge
+from campaign.config.schedule import Schedule, Step
 from campaign.monitoring.status import campaign_status
 from campaign.pages import PAGES
 from campaign.store import Store
+from campaign.store.reads import VariantTally
 
 BEFORE_FIRST = "(before the first email)"
-STAGES = 4  # progress ticks: status, enrolled, unsubscribes, unattributed conversions
+# progress ticks: status, enrolled, unsubscribes, unattributed conversions, subject variants
+STAGES = 5
 # Per step, in order. `clicked`: leads who clicked (people); `scanned`: leads whose links a
 # link scanner opened (`web.scanners`).
 METRICS = ("sent", "clicked", "scanned", "unsubscribed", "converted", "failed")
@@ -45,6 +49,8 @@ class StepFunnel:
     bounces: int = 0
     complaints: int = 0
     replies: int = 0
+    # A subject test's variants, A first; empty for a step with one subject.
+    variants: tuple[VariantResult, ...] = ()
 
     @property
     def click_rate(self) -> float:
@@ -72,10 +78,19 @@ class Funnel:
             "steps": [
                 {"step": s.step, "number": s.number, "subject": s.subject}
                 | {metric: getattr(s, metric) for metric in (*METRICS, *CAME_BACK)}
+                | {"variants": [variant.as_json() for variant in s.variants]}
                 for s in self.steps
             ],
             "total": {metric: self.total(metric) for metric in (*METRICS, *CAME_BACK)},
         }
+
+
+def _variants(step: Step | None, tallies: list[VariantTally]) -> tuple[VariantResult, ...]:
+    """A step's subject test as the report shows it; none for a step with one subject."""
+    if step is None or len(step.subjects) < 2:
+        return ()
+    counts = {t.variant: t for t in tallies if t.step_id == step.id}
+    return judge([variant.text for variant in step.subjects], counts)
 
 
 def _unsubscribes(store: Store, campaign_id: str) -> dict[str, int]:
@@ -103,12 +118,14 @@ def build_funnel(
     tick(1)
     unattributed = store.reads.unattributed_conversions(campaign_id)
     tick(1)
+    tallies = store.reads.variant_counts(campaign_id)
+    tick(1)
     numbers = {step.id: i for i, step in enumerate(schedule.steps, 1)}
     steps = [
         StepFunnel(
             row["step"],
             numbers.get(row["step"]),
-            schedule.steps_by_id[row["step"]].subject if row["step"] in numbers else "",
+            schedule.steps_by_id[row["step"]].first_subject if row["step"] in numbers else "",
             row["sent"],
             row["clicked"],
             row["scanned"],
@@ -118,6 +135,7 @@ def build_funnel(
             row["bounces"],
             row["complaints"],
             row["replies"],
+            _variants(schedule.steps_by_id.get(row["step"]), tallies),
         )
         for row in status["steps"]
     ]

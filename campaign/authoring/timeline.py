@@ -8,6 +8,12 @@ pending row's time (the store's plan, retries included) unless the schedule's ti
 since the rows were planned, in which case the next `send-due` replans every lead from the
 planner; an email already overdue goes at the next run (`now`); every later step waits its
 delay from that send, inside the lead's send window.
+
+A conditional step (`if:`) is judged as it falls due (`authoring.branches`): `plan` shows one
+still open at its time as if taken, and one already settled against the lead as skipped;
+`simulate` lets synthetic leads click and book, and judges it as the dispatcher does. After
+a skipped step the next one's delay counts from the last email actually sent (or it goes at
+once, when that time has passed). A subject test's row carries the variant the lead gets.
 """
 
 from __future__ import annotations
@@ -15,14 +21,29 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
-from campaign.config.schedule import Schedule
+from campaign.authoring.branches import (
+    Behaviour,
+    Branch,
+    Judge,
+    Reaction,
+    known_now,
+    when_due,
+)
+from campaign.authoring.preview import step_labeller
+from campaign.config.schedule import Schedule, variant_name
 from campaign.model import DeliveryStatus, LeadState, LeadStatus
-from campaign.planner import NextStep, lead_zone, next_step, plan_fingerprint, plan_key
-from campaign.planner import timeline as planner_timeline
+from campaign.planner import (
+    NextStep,
+    choose_variant,
+    lead_zone,
+    next_step,
+    plan_fingerprint,
+    plan_key,
+)
 from campaign.store import Store
 from campaign.store.reads import LeadPlan
 
@@ -49,11 +70,23 @@ class PlannedEmail:
     email: str
     step_id: str
     position: int  # 0-based place in the schedule
-    subject: str
+    subject: str  # the lead's own subject of a subject test
     overdue: bool = False  # was due before `now`: goes at the next send-due run
+    variant: int | None = None  # which subject of a subject test; None for one subject
+    branch: Branch | None = None  # a conditional step's condition and what is known of it
+    reaction: Reaction = Reaction.NONE  # what a synthetic lead did with it (`simulate`)
 
     def sort_key(self) -> tuple[datetime, str, int]:
         return (self.at, self.email, self.position)
+
+    @property
+    def skipped(self) -> bool:
+        """A conditional step that is not sent: a row for the marketer, not an email."""
+        return self.branch is not None and self.branch.skipped
+
+    @property
+    def variant_name(self) -> str:
+        return "" if self.variant is None else variant_name(self.variant)
 
 
 @dataclass
@@ -71,14 +104,93 @@ class PlanNotes:
 
 
 def _email(
-    schedule: Schedule, lead: LeadPlan, upcoming: NextStep, at: datetime, overdue: bool = False
+    schedule: Schedule,
+    lead: LeadPlan,
+    upcoming: NextStep,
+    at: datetime,
+    overdue: bool,
+    branch: Branch | None,
 ) -> PlannedEmail:
-    """One row; the subject is shown as written in the schedule."""
+    """One row, with the subject this lead gets (its variant of a subject test)."""
     zone = lead_zone(schedule, lead.state.timezone)
     step = upcoming.step
+    variant = None
+    if len(step.subjects) > 1 and not (branch and branch.skipped):
+        variant = choose_variant(schedule.campaign.id, step, lead.lead_id)
+    subject = step.subjects[variant or 0].text
     return PlannedEmail(
-        at, at.astimezone(zone), lead.email, step.id, upcoming.position, step.subject, overdue
+        at,
+        at.astimezone(zone),
+        lead.email,
+        step.id,
+        upcoming.position,
+        subject,
+        overdue,
+        variant,
+        branch,
     )
+
+
+def _first_time(lead: LeadPlan, first: NextStep, trust_pending: bool) -> datetime:
+    """When the lead's next step goes: the pending row's time when that row is the plan in
+    force (so a retry shows when it will really be tried), otherwise the planner's."""
+    pending = lead.pending
+    if trust_pending and pending is not None and pending.step_id == first.step.id:
+        return pending.due_at
+    return first.due_at
+
+
+def _walk(
+    schedule: Schedule,
+    lead: LeadPlan,
+    now: datetime,
+    until: datetime | None,
+    trust_pending: bool,
+    judge: Judge,
+    behaviour: Behaviour | None = None,
+) -> Iterator[PlannedEmail]:
+    """The lead's steps from `now` on, each judged by `judge` as it falls due: a skipped
+    step is recorded as skipped and the next counts from the last email sent (never before
+    the skip); with `behaviour`, the lead answers each email it gets, and a booking may end
+    the series."""
+    state = lead.state
+    if state.status != LeadStatus.ACTIVE:
+        return
+    upcoming = next_step(schedule, state)
+    if upcoming is None:
+        return
+    at = _first_time(lead, upcoming, trust_pending)
+    overdue = at < now
+    at = max(at, now)
+    answer = behaviour.answers(schedule, lead.lead_id) if behaviour else None
+    while until is None or at <= until:
+        row = _email(schedule, lead, upcoming, at, overdue, judge(schedule, upcoming.step, state))
+        if row.skipped:
+            state = state.with_attempt(row.step_id, DeliveryStatus.SKIPPED, at)
+        else:
+            state = state.with_sent(row.step_id, at)
+            if answer is not None:
+                state, reaction = answer(row.step_id, state)
+                row = replace(row, reaction=reaction)
+        yield row
+        following = next_step(schedule, state) if state.status == LeadStatus.ACTIVE else None
+        if following is None:
+            return
+        upcoming, at, overdue = following, max(following.due_at, at), False
+
+
+def lead_path(
+    schedule: Schedule,
+    lead: LeadPlan,
+    now: datetime,
+    until: datetime | None = None,
+    *,
+    trust_pending: bool = True,
+) -> Iterator[PlannedEmail]:
+    """This lead's steps from `now` on, in order, as `plan` shows them: each conditional
+    step judged on what the lead has done so far (`branches.known_now`), one still open shown
+    as if taken, one already settled against the lead as a skipped row."""
+    return _walk(schedule, lead, now, until, trust_pending, known_now)
 
 
 def lead_emails(
@@ -89,28 +201,15 @@ def lead_emails(
     *,
     trust_pending: bool = True,
 ) -> Iterator[PlannedEmail]:
-    """Every email this lead would get from `now` on, in order.
+    """Every email this lead would get from `now` on, in order (`lead_path` without the
+    steps it will skip).
 
-    The first one goes at the pending row's time when that row is the plan in force (so a
-    retry shows when it will really be tried), otherwise at the planner's time; anything
-    overdue goes at `now`, and each later step counts its delay from there.
+    The first one goes at the pending row's time when that row is the plan in force,
+    otherwise at the planner's time; anything overdue goes at `now`, and each later step
+    counts its delay from there.
     """
-    if lead.state.status != LeadStatus.ACTIVE:
-        return
-    first = next_step(schedule, lead.state)
-    if first is None:
-        return
-    at = first.due_at
-    pending = lead.pending
-    if trust_pending and pending is not None and pending.step_id == first.step.id:
-        at = pending.due_at
-    overdue = at < now
-    at = max(at, now)
-    if until is not None and at > until:
-        return
-    yield _email(schedule, lead, first, at, overdue)
-    for upcoming in planner_timeline(schedule, lead.state.with_sent(first.step.id, at), until):
-        yield _email(schedule, lead, upcoming, upcoming.due_at)
+    path = lead_path(schedule, lead, now, until, trust_pending=trust_pending)
+    return (row for row in path if not row.skipped)
 
 
 def disagreement(schedule: Schedule, lead: LeadPlan) -> str | None:
@@ -154,7 +253,8 @@ def plan_store(
     email: str | None = None,
     progress: Progress | None = None,
 ) -> tuple[list[PlannedEmail], PlanNotes]:
-    """Every email the store's leads would get from `now` on, sorted; nothing is written."""
+    """Every email the store's leads would get from `now` on, sorted, with the steps already
+    known to be skipped among them (`PlannedEmail.skipped`); nothing is written."""
     notes = PlanNotes(replanned=not plan_in_force(store, schedule))
     emails: list[PlannedEmail] = []
     for batch in store.reads.lead_plans(schedule.campaign.id, email):
@@ -166,9 +266,7 @@ def plan_store(
                 notes.in_flight += 1
             elif not notes.replanned and (problem := disagreement(schedule, lead)):
                 notes.disagree.append(problem)
-            emails.extend(
-                lead_emails(schedule, lead, now, until, trust_pending=not notes.replanned)
-            )
+            emails.extend(lead_path(schedule, lead, now, until, trust_pending=not notes.replanned))
         if progress:
             progress(len(batch))
     emails.sort(key=PlannedEmail.sort_key)
@@ -213,11 +311,15 @@ def simulate(
     start: datetime,
     until: datetime,
     progress: Progress | None = None,
+    behaviour: Behaviour | None = None,
 ) -> list[PlannedEmail]:
-    """Every email synthetic leads would get between `start` and `until`, sorted."""
+    """Every step synthetic leads reach between `start` and `until`, sorted: the emails they
+    get, each with what the lead did with it, and the conditional steps they skip, judged
+    as each falls due on what they did (`behaviour`; by default no one clicks or books)."""
+    behaviour = behaviour or Behaviour()
     emails: list[PlannedEmail] = []
     for plan in plans:
-        emails.extend(lead_emails(schedule, plan, start, until))
+        emails.extend(_walk(schedule, plan, start, until, False, when_due, behaviour))
         if progress:
             progress(1)
     emails.sort(key=PlannedEmail.sort_key)
@@ -255,3 +357,38 @@ def summarise(emails: Iterable[PlannedEmail], by: Period) -> list[Bucket]:
     for item in emails:
         buckets.setdefault(period_start(item.at, by), Counter())[item.step_id] += 1
     return [Bucket(start, buckets[start]) for start in sorted(buckets)]
+
+
+@dataclass
+class StepBranches:
+    """One step in a simulation: leads who got it (per subject of a subject test), who
+    skipped it, and what they did with it."""
+
+    step_id: str
+    position: int
+    condition: str = ""
+    sent: int = 0
+    skipped: int = 0
+    clicked: int = 0  # a click that books counts here too
+    booked: int = 0
+    variants: Counter[int] = field(default_factory=Counter)
+
+
+def branch_counts(schedule: Schedule, emails: Iterable[PlannedEmail]) -> list[StepBranches]:
+    """Per step of the schedule, in order, how the simulated leads went through it."""
+    label = step_labeller(schedule)
+    counts = [
+        StepBranches(step.id, position, step.condition.describe(label) if step.condition else "")
+        for position, step in enumerate(schedule.steps)
+    ]
+    for item in emails:
+        count = counts[item.position]
+        if item.skipped:
+            count.skipped += 1
+            continue
+        count.sent += 1
+        count.clicked += item.reaction is not Reaction.NONE
+        count.booked += item.reaction is Reaction.BOOKED
+        if item.variant is not None:
+            count.variants[item.variant] += 1
+    return counts

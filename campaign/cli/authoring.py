@@ -14,8 +14,17 @@ from rich.table import Table
 from rich.text import Text
 
 from campaign.authoring import spamcheck
-from campaign.authoring.preview import SAMPLE_LEAD, write_preview
-from campaign.authoring.report import CAME_BACK, METRICS, STAGES, Funnel, build_funnel, render_html
+from campaign.authoring.preview import SAMPLE_LEAD, sent_only_if, variants_text, write_preview
+from campaign.authoring.report import (
+    CAME_BACK,
+    METRICS,
+    STAGES,
+    Funnel,
+    StepFunnel,
+    build_funnel,
+    render_html,
+)
+from campaign.authoring.subject_test import percent
 from campaign.cli.app import (
     AppContext,
     command,
@@ -27,6 +36,7 @@ from campaign.cli.app import (
     store_if_any,
 )
 from campaign.config import settings
+from campaign.config.schedule import Schedule, step_label
 from campaign.model import utc_now
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import LeadView
@@ -63,6 +73,21 @@ def schedule_check(app: AppContext, strict: bool) -> None:
         f"{len(sched.steps)} steps, templates in {sched.templates}/"
         + (f", {len(warnings)} warning(s)" if warnings else "")
     )
+    for line in branch_lines(sched):
+        console.print(f"  {line}", markup=False, highlight=False)
+
+
+def branch_lines(sched: Schedule) -> list[str]:
+    """The steps not every lead gets alike: subject tests with each subject's share, and
+    conditional steps with their condition in words."""
+    lines = []
+    for number, step in enumerate(sched.steps, 1):
+        label = step_label(number, step.id)
+        if len(step.subjects) > 1:
+            lines.append(f"{label}: subject test, {variants_text(step)}")
+        if step.condition is not None:
+            lines.append(f"{label}: {sent_only_if(sched, step.condition)}, otherwise skipped")
+    return lines
 
 
 @command(main, "preview")
@@ -71,7 +96,8 @@ def schedule_check(app: AppContext, strict: bool) -> None:
     type=click.Path(path_type=Path),
     default=Path("preview"),
     show_default=True,
-    help="Folder to write STEP.html, STEP.txt, STEP.eml and index.html into.",
+    help="Folder to write STEP.html, STEP.txt, STEP.eml (STEP.B.html… for the other subjects "
+    "of a subject test) and index.html into.",
 )
 @click.option("--lead", "lead_email", default=None, help="Preview for this email address.")
 @click.option("--name", default=None, help="Preview with this first name.")
@@ -162,7 +188,7 @@ def serve_preview(app: AppContext, port: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def report_command(app: AppContext, html_path: Path | None, as_json: bool) -> None:
     """The funnel per step: sent, clicked (people), scanned (link scanners), unsubscribed,
-    converted (people only), failed."""
+    converted (people only), failed; and each subject test's variants against A."""
     loaded = app.load()
     store = existing_store(app, migrate=True)
     try:
@@ -210,6 +236,34 @@ def print_funnel(console: Console, funnel: Funnel, bar_width: int = 30) -> None:
         + ", ".join(f"{metric} {funnel.total(metric)}" for metric in CAME_BACK),
         highlight=False,
     )
+    for step in funnel.steps:
+        if step.variants:
+            print_subject_test(console, step)
+
+
+def print_subject_test(console: Console, step: StepFunnel) -> None:
+    """A step's subject test in a table of its own, so the funnel keeps its width, then each
+    variant's verdict against A."""
+    table = Table(title=f"Subject test, step {step.number} ({step.step})", title_justify="left")
+    table.add_column("variant")
+    table.add_column("subject", overflow="fold")
+    for name in ("sent", "clicked", "click rate", "booked", "booking rate"):
+        table.add_column(name, justify="right")
+    for variant in step.variants:
+        table.add_row(
+            variant.name,
+            variant.subject,
+            str(variant.sent),
+            str(variant.clicked),
+            percent(variant.click_rate) if variant.sent else "",
+            str(variant.booked),
+            percent(variant.booking_rate) if variant.sent else "",
+        )
+    console.print(table)
+    for variant in step.variants:
+        for verdict in (variant.clicks, variant.bookings):
+            if verdict is not None:
+                console.print(f"  {verdict.text}", highlight=False)
 
 
 @command(main, "new-series")

@@ -6,6 +6,7 @@ Emails are listed as plain aligned lines, so a marketer can read, grep and diff 
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from campaign.authoring.branches import Behaviour
 from campaign.authoring.diff import (
     LeadChange,
     SeriesChange,
@@ -29,6 +31,8 @@ from campaign.authoring.timeline import (
     Period,
     PlannedEmail,
     PlanNotes,
+    StepBranches,
+    branch_counts,
     choose_period,
     plan_view,
     simulate,
@@ -48,11 +52,38 @@ from campaign.cli.app import (
     store_if_any,
 )
 from campaign.cli.authoring import schedule
-from campaign.config.schedule import Schedule, format_delay, load_schedule
+from campaign.config.schedule import Schedule, format_delay, load_schedule, variant_name
 from campaign.leads.intake import normalize_email
 from campaign.model import utc_now
 
 PERIOD = click.Choice(["day", "week"])
+
+
+class Rate(click.ParamType):
+    """A share of the emails, from 0 to 1."""
+
+    name = "RATE"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            rate = float(str(value))
+        except ValueError:
+            rate = math.nan
+        if not 0 <= rate <= 1:  # NaN too
+            self.fail(
+                f"{value!r} is not a rate; give a share of the emails from 0 to 1, like 0.2 "
+                "for one in five",
+                param,
+                ctx,
+            )
+        return rate
+
+
+RATE = Rate()
 STEP_COLOURS = ("green", "cyan", "magenta", "yellow", "blue", "red", "bright_green", "bright_cyan")
 
 
@@ -108,8 +139,9 @@ def plan(
         errors.print(f"[bold red]no lead {lead_email} in {campaign_id}[/]", highlight=False)
         sys.exit(2)
     whom = lead_email or f"{notes.leads} lead(s)"
+    sent = [item for item in emails if not item.skipped]
     console.print(
-        f"[bold]{campaign_id}[/]: {len(emails)} email(s) to {whom} from "
+        f"[bold]{campaign_id}[/]: {len(sent)} email(s) to {whom} from "
         f"{max(now, start or now):%a %Y-%m-%d %H:%M} UTC"
         + (f" to {until:%a %Y-%m-%d %H:%M} UTC" if until else "")
         + " (a dry run: nothing is sent or changed)",
@@ -117,8 +149,9 @@ def plan(
     )
     print_emails(console, loaded.schedule, emails, limit)
     print_notes(console, notes)
-    if lead_email is None and emails:
-        print_summary(console, loaded.schedule, emails, by or choose_period(emails))
+    print_branch_notes(console, emails)
+    if lead_email is None and sent:
+        print_summary(console, loaded.schedule, sent, by or choose_period(sent))
 
 
 def read_plan(
@@ -166,6 +199,20 @@ def read_plan(
     callback=moment_option(False),
     help="The first day (default: today, UTC).",
 )
+@click.option(
+    "--click-rate",
+    type=RATE,
+    default=0.0,
+    show_default=True,
+    help="Share of the emails a lead gets that it clicks (0 to 1).",
+)
+@click.option(
+    "--booking-rate",
+    type=RATE,
+    default=0.0,
+    show_default=True,
+    help="Share of the emails a lead gets after which it books (0 to 1).",
+)
 @click.option("--by", type=PERIOD, default=None, help="Summarise per day or per week.")
 @click.option(
     "--limit",
@@ -180,26 +227,37 @@ def simulate_command(
     weeks: int,
     seed: int,
     start: datetime | None,
+    click_rate: float,
+    booking_rate: float,
     by: Period | None,
     limit: int,
 ) -> None:
-    """Try the schedule on synthetic leads across time zones and signup days; no database."""
+    """Try the schedule on synthetic leads across time zones and signup days; no database.
+
+    Each lead clicks an email it gets with --click-rate and books after it (a click on the
+    booking link) with --booking-rate; each conditional step is judged on that as it falls
+    due, and the branches and subject tests are counted per step.
+    """
     loaded = app.load()
     first = start or datetime.combine(utc_now().date(), datetime.min.time(), tzinfo=UTC)
     last = first + timedelta(weeks=weeks)
     leads = synthetic_leads(count, first, weeks, seed)
+    behaviour = Behaviour(click_rate, booking_rate, seed)
     with progress_bar("simulating", count) as tick:
-        emails = simulate(loaded.schedule, leads, first, last, tick)
+        emails = simulate(loaded.schedule, leads, first, last, tick, behaviour)
+    sent = [item for item in emails if not item.skipped]
     console.print(
         f"[bold]{loaded.schedule.campaign.id}[/]: {count} synthetic lead(s) signing "
-        f"up from {first:%Y-%m-%d} over {weeks} week(s) (seed {seed}) get "
-        f"{len(emails)} email(s) by {last:%Y-%m-%d}",
+        f"up from {first:%Y-%m-%d} over {weeks} week(s) (seed {seed}), clicking "
+        f"{click_rate:.0%} and booking after {booking_rate:.0%} of their emails, get "
+        f"{len(sent)} email(s) by {last:%Y-%m-%d}",
         highlight=False,
     )
     if limit:
         print_emails(console, loaded.schedule, emails, limit)
-    if emails:
-        print_summary(console, loaded.schedule, emails, by or choose_period(emails))
+    if sent:
+        print_summary(console, loaded.schedule, sent, by or choose_period(sent))
+    print_branches(console, loaded.schedule, branch_counts(loaded.schedule, emails))
 
 
 @command(schedule, "diff")
@@ -225,8 +283,9 @@ def schedule_diff(
 ) -> None:
     """What an edit changes: `diff NEW` (the schedule in use vs NEW) or `diff OLD NEW`.
 
-    For the series as written (steps added, removed, delays, window) and, with a database,
-    for each lead already in the series: who gets a new step, loses one, or moves.
+    For the series as written (steps added, removed, delays, window, conditions, subject
+    tests) and, with a database, for each lead already in the series: who gets a new step,
+    loses one, or moves, whose path changes (a step's if:) and who would see another subject.
     """
     if len(files) > 2:
         raise click.UsageError("give NEW, or OLD and NEW")
@@ -250,27 +309,51 @@ def schedule_diff(
 # -- emails ----------------------------------------------------------------------------------
 
 
-def email_rows(schedule: Schedule, emails: Sequence[PlannedEmail]) -> list[tuple[str, ...]]:
+def email_rows(
+    schedule: Schedule, emails: Sequence[PlannedEmail], columns: Sequence[str]
+) -> list[tuple[str, ...]]:
+    """The cells of each row; "if" and "variant" only when `columns` has them."""
     total = len(schedule.steps)
-    return [
-        (
-            f"{item.at:%a %Y-%m-%d %H:%M}" + (" (due now)" if item.overdue else ""),
-            f"{item.local:%a %d %b %H:%M %Z}",
-            item.email,
-            f"{item.position + 1}/{total} {item.step_id}",
-            item.subject,
-        )
-        for item in emails
-    ]
+    rows = []
+    for item in emails:
+        cells = {
+            "when (UTC)": f"{item.at:%a %Y-%m-%d %H:%M}" + (" (due now)" if item.overdue else ""),
+            "lead's local time": f"{item.local:%a %d %b %H:%M %Z}",
+            "to": item.email,
+            "step": f"{item.position + 1}/{total} {item.step_id}",
+            "if": item.branch.text if item.branch else "",
+            "variant": item.variant_name,
+            "subject": "(not sent)" if item.skipped else item.subject,
+        }
+        rows.append(tuple(cells[column] for column in columns))
+    return rows
+
+
+def email_columns(emails: Sequence[PlannedEmail]) -> tuple[str, ...]:
+    """The columns of the list: a condition's and a subject test's only when a row has one,
+    so a plain series reads as before."""
+    branches = any(item.branch for item in emails)
+    variants = any(item.variant is not None for item in emails)
+    return (
+        "when (UTC)",
+        "lead's local time",
+        "to",
+        "step",
+        *(("if",) if branches else ()),
+        *(("variant",) if variants else ()),
+        "subject",
+    )
 
 
 def print_emails(
     console: Console, schedule: Schedule, emails: Sequence[PlannedEmail], limit: int | None
 ) -> None:
-    """One plain, aligned line per email (plain so it can be read, grepped and diffed)."""
+    """One plain, aligned line per email (plain so it can be read, grepped and diffed); a
+    conditional step says its condition and what is known of it, a subject test the lead's
+    variant."""
     shown = emails if not limit else emails[:limit]
-    header = ("when (UTC)", "lead's local time", "to", "step", "subject")
-    rows = [header, *email_rows(schedule, shown)]
+    header = email_columns(shown)
+    rows = [header, *email_rows(schedule, shown, header)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
@@ -341,6 +424,51 @@ def print_notes(console: Console, notes: PlanNotes) -> None:
         console.print(f"... and {len(notes.disagree) - 20} more disagreements")
 
 
+def print_branch_notes(console: Console, emails: Sequence[PlannedEmail]) -> None:
+    """What `plan` assumes about conditional steps, when it lists any."""
+    if not any(item.branch for item in emails):
+        return
+    skipped = sum(item.skipped for item in emails)
+    if skipped:
+        console.print(
+            f"{skipped} conditional step(s) will be skipped: what the lead did (or its "
+            "attributes) already rules them out",
+            highlight=False,
+        )
+    console.print(
+        "a conditional step still open is shown at its time as if taken, and the steps after "
+        "it counted from it; if it is skipped when it falls due, the next step's delay counts "
+        "from the last email actually sent (so it comes earlier than shown)",
+        highlight=False,
+    )
+
+
+def print_branches(console: Console, schedule: Schedule, counts: Sequence[StepBranches]) -> None:
+    """Per step: leads who got it and who skipped it, what they did, and per subject of a
+    subject test how many got it."""
+    table = Table(title="Per step (leads)", title_justify="left", box=None)
+    for column in ("step", "if", "sent", "skipped", "clicked", "booked", "variants"):
+        numeric = column in ("sent", "skipped", "clicked", "booked")
+        table.add_column(column, justify="right" if numeric else "left")
+    total = len(schedule.steps)
+    for count in counts:
+        variants = "  ".join(
+            f"{variant_name(index)} {count.variants[index]}"
+            for index in range(len(schedule.steps[count.position].subjects))
+            if len(schedule.steps[count.position].subjects) > 1
+        )
+        table.add_row(
+            f"{count.position + 1}/{total} {count.step_id}",
+            count.condition,
+            str(count.sent),
+            str(count.skipped) if count.condition else "",
+            str(count.clicked),
+            str(count.booked),
+            variants,
+        )
+    console.print(table)
+
+
 # -- schedule changes --------------------------------------------------------------------------
 
 
@@ -356,8 +484,8 @@ def print_series(
     differently (a template edit, or a teaser that follows a moved step)."""
     if not changes and not texts:
         console.print(
-            "the series is the same (steps, delays, window, subjects, preheaders, templates "
-            "and the text of every email)"
+            "the series is the same (steps, delays, window, conditions, subjects, preheaders, "
+            "templates and the text of every email)"
         )
         return
     if changes:
@@ -371,6 +499,14 @@ def print_series(
             console.print(
                 f"  {line}", style=style or None, markup=False, highlight=False, soft_wrap=True
             )
+
+
+BRANCH_KINDS = {
+    "path": "the step's condition (if:) changed, so whether these leads get it or skip it "
+    "is decided differently when it falls due",
+    "variant": "these leads would now see another subject of the step's subject test; "
+    "leads who already got the step keep the subject they saw",
+}
 
 
 def _shift_range(changes: Iterable[LeadChange]) -> str:
@@ -396,6 +532,8 @@ def print_leads(console: Console, diff: StoreDiff, limit: int) -> None:
     for (step_id, kind), items in groups.items():
         table.add_row(step_id, kind, str(len(items)), _shift_range(items))
     console.print(table)
+    for kind in sorted({change.kind for change in changes} & BRANCH_KINDS.keys()):
+        console.print(f"{kind}: {BRANCH_KINDS[kind]}", highlight=False)
     for change in changes[:limit]:
         console.print(f"  {describe(change)}", markup=False, highlight=False)
     if len(changes) > limit:
@@ -408,6 +546,8 @@ def describe(change: LeadChange) -> str:
         return f"{change.email}: gets {change.step_id} at {change.new_at:{when}}"
     if change.kind == "lost":
         return f"{change.email}: loses {change.step_id} (was {change.old_at:{when}})"
+    if change.kind in BRANCH_KINDS:
+        return f"{change.email}: {change.step_id} at {change.new_at:{when}} {change.detail}"
     assert change.shift is not None
     return (
         f"{change.email}: {change.step_id} moves {signed_delay(change.shift)} "

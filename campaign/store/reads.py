@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
@@ -55,6 +55,18 @@ class Departure:
     lead_id: int
     left_at: datetime | None
     sent: tuple[tuple[datetime, str], ...]  # (sent at, step)
+
+
+@dataclass(frozen=True)
+class VariantTally:
+    """One subject variant of one step: leads sent it, those of them who clicked a link in
+    it (people), and those who booked after it."""
+
+    step_id: str
+    variant: int
+    sent: int
+    clicked: int
+    booked: int
 
 
 class Reads:
@@ -126,6 +138,48 @@ class Reads:
         for step_id, count in converted:
             counts.setdefault(step_id, {})["converted"] = count
         return counts
+
+    def variant_counts(self, campaign_id: str) -> list[VariantTally]:
+        """Per step and subject variant (`deliveries.variant`), for subject tests: emails
+        sent, their leads who clicked a link in that email (people only), and their leads who
+        booked after it arrived, whichever email they booked from. A booking by a click
+        counts only while a person's click backs it, as in `engagement_counts`."""
+        backed = exists().where(
+            clicks.c.lead_id == conversions.c.lead_id,
+            clicks.c.campaign_id == conversions.c.campaign_id,
+            clicks.c.step_id == conversions.c.step_id,
+            clicks.c.source == ClickSource.PERSON,
+        )
+        clicked = exists().where(
+            clicks.c.lead_id == deliveries.c.lead_id,
+            clicks.c.campaign_id == deliveries.c.campaign_id,
+            clicks.c.step_id == deliveries.c.step_id,
+            clicks.c.source == ClickSource.PERSON,
+        )
+        booked = exists().where(
+            conversions.c.lead_id == deliveries.c.lead_id,
+            conversions.c.campaign_id == deliveries.c.campaign_id,
+            conversions.c.converted_at >= deliveries.c.sent_at,
+            or_(conversions.c.source != "click", backed),
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(
+                    deliveries.c.step_id,
+                    deliveries.c.variant,
+                    func.count(),
+                    func.count(case((clicked, 1))),
+                    func.count(case((booked, 1))),
+                )
+                .where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == DeliveryStatus.SENT,
+                    deliveries.c.variant.is_not(None),
+                )
+                .group_by(deliveries.c.step_id, deliveries.c.variant)
+                .order_by(deliveries.c.step_id, deliveries.c.variant)
+            ).all()
+        return [VariantTally(*row) for row in rows]
 
     def lead_counts(self) -> dict[str, int]:
         """Leads per status, over every campaign."""
@@ -278,6 +332,30 @@ def _history_rows(conn: Connection, campaign_id: str, ids: Sequence[int]) -> Seq
     ).all()
 
 
+def _behaviour(
+    conn: Connection, campaign_id: str, ids: Sequence[int]
+) -> tuple[dict[int, list[tuple[str, str]]], dict[int, dict[str, str]]]:
+    """What a batch of leads did that a step's condition (`if:`) may ask about: the links a
+    person (not a scanner) opened in this series, (step, url) in click order, and each lead's
+    attributes."""
+    found: dict[int, list[tuple[str, str]]] = {i: [] for i in ids}
+    for lead_id, step_id, url in conn.execute(
+        select(clicks.c.lead_id, clicks.c.step_id, clicks.c.url)
+        .where(
+            clicks.c.campaign_id == campaign_id,
+            clicks.c.lead_id.in_(ids),
+            clicks.c.source == ClickSource.PERSON,
+        )
+        .order_by(clicks.c.id)
+    ):
+        found[lead_id].append((step_id, url))
+    attributes = {
+        row["id"]: lead_from_row(row).attributes
+        for row in conn.execute(select(leads).where(leads.c.id.in_(ids))).mappings()
+    }
+    return found, attributes
+
+
 def _batch_plans(conn: Connection, campaign_id: str, rows: Sequence[Row]) -> list[LeadPlan]:
     ids = [row.id for row in rows]
     history: dict[int, list[Attempt]] = {i: [] for i in ids}
@@ -287,6 +365,7 @@ def _batch_plans(conn: Connection, campaign_id: str, rows: Sequence[Row]) -> lis
             pending[lead_id] = Pending(step_id, from_db(due_at), attempts)
         else:
             history[lead_id].append(Attempt(step_id, DeliveryStatus(status), from_db(at)))
+    found, attributes = _behaviour(conn, campaign_id, ids)
     return [
         LeadPlan(
             row.id,
@@ -296,6 +375,8 @@ def _batch_plans(conn: Connection, campaign_id: str, rows: Sequence[Row]) -> lis
                 row.timezone,
                 LeadStatus(row.status),
                 tuple(history[row.id]),
+                tuple(found[row.id]),
+                attributes.get(row.id, {}),
             ),
             pending.get(row.id),
         )
