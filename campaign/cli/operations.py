@@ -15,11 +15,13 @@ from rich.table import Table
 
 from campaign.cli.app import AppContext, command, console, errors, log_to_stderr, main, open_store
 from campaign.config import settings
+from campaign.config.settings import SettingsError
 from campaign.devtools.catcher import Catcher, CatchHandler, Caught
 from campaign.devtools.demo import Delivered, run_demo
 from campaign.model import utc_now
 from campaign.monitoring.status import STATUS_COLUMNS, campaign_status
 from campaign.sending.runner import Engine
+from campaign.store import Store
 
 
 @command(main, "status")
@@ -60,6 +62,16 @@ def status(app: AppContext, as_json: bool) -> None:
             f"{escape(sender['reason'])}",
             highlight=False,
         )
+    paused = snapshot["paused"]
+    if paused["series_since"] is not None:
+        since = datetime.fromisoformat(paused["series_since"])
+        console.print(
+            f"[yellow]series {snapshot['campaign']} is paused[/] since {since:%Y-%m-%d %H:%M}Z: "
+            f"nothing is sent until `series resume {snapshot['campaign']}`",
+            highlight=False,
+        )
+    if paused["leads"]:
+        console.print(f"paused leads: {paused['leads']}", highlight=False)
     for item in snapshot["unknown"]:
         errors.print(
             f"[yellow]in doubt[/] delivery {item['id']} to {item['email']} "
@@ -132,7 +144,7 @@ def demo(app: AppContext, out: Path) -> None:
 @click.option("--port", type=int, default=8080, show_default=True, help="Port to listen on.")
 def web(app: AppContext, host: str, port: int) -> None:
     """Serve signups, unsubscribe, click and booking links (emails point at CAMPAIGN_BASE_URL),
-    and the providers' bounce and complaint webhooks."""
+    the providers' bounce and complaint webhooks, /healthz and /metrics."""
     from campaign.web.app import (  # only this command needs the web stack
         create_app,
         serve,
@@ -153,8 +165,8 @@ def web(app: AppContext, host: str, port: int) -> None:
         )
     if token is None:
         errors.print(
-            "[yellow]warning:[/] CAMPAIGN_API_TOKEN is not set; POST /leads and "
-            "POST /leads/EMAIL/converted answer 503",
+            "[yellow]warning:[/] CAMPAIGN_API_TOKEN is not set; POST /leads, "
+            "POST /leads/EMAIL/converted and GET /metrics answer 503",
             highlight=False,
         )
     hooks = Webhooks(settings.webhook_settings())
@@ -163,9 +175,31 @@ def web(app: AppContext, host: str, port: int) -> None:
             "[yellow]warning:[/] CAMPAIGN_WEBHOOK_SECRET is not set; POST /webhooks/... answer 503",
             highlight=False,
         )
+    serve_metrics_apart(store, engine)
     log_to_stderr()
-    serve(
-        create_app(store, engine.serving_renderer, engine.signer, token, utc_now, hooks),
-        host,
-        port,
+    web_app = create_app(
+        store, engine.serving_renderer, engine.signer, token, utc_now, hooks, engine.renderer
     )
+    serve(web_app, host, port)
+
+
+def serve_metrics_apart(store: Store, engine: Engine) -> None:
+    """With CAMPAIGN_METRICS_ADDRESS, /metrics without a token on that address too (a thread
+    beside the web service), for a Prometheus on a private network."""
+    from prometheus_client import start_http_server
+
+    from campaign.monitoring.metrics import campaign_registry
+
+    address = settings.metrics_address()
+    if address is None:
+        return
+    host, port = address
+    registry = campaign_registry(store, engine.serving_renderer, engine.renderer, utc_now)
+    try:
+        start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise SettingsError(
+            f"{settings.METRICS_ADDRESS_VAR}={host}:{port}: cannot listen there ({exc.strerror})"
+        ) from None
+    note = "" if settings.is_loopback(host) else " (no token: keep this address private)"
+    errors.print(f"metrics on http://{host}:{port}/metrics{note}", markup=False, highlight=False)

@@ -255,6 +255,28 @@ def api_token(env: Env | None = None) -> str | None:
     return token or None
 
 
+METRICS_ADDRESS_VAR = "CAMPAIGN_METRICS_ADDRESS"
+
+
+def metrics_address(env: Env | None = None) -> tuple[str, int] | None:
+    """Where `web` also serves /metrics without a token (HOST:PORT, `[::1]:9100` for IPv6),
+    for a Prometheus on a private network; None when unset. Only this address's network
+    protects it, so the README advises a loopback or private address."""
+    name = METRICS_ADDRESS_VAR
+    value = _clean(name, _environ(env).get(name, ""))
+    if not value:
+        return None
+    host, colon, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not colon or not host or (":" in host and not value.startswith("[")):
+        raise SettingsError(
+            f"{name}={value!r}: write it as HOST:PORT, like 127.0.0.1:9100 (or [::1]:9100)"
+        )
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise SettingsError(f"{name}={value!r}: the port must be a whole number from 1 to 65535")
+    return _host(name, host), int(port)
+
+
 def secret_key(*, required: bool, env: Env | None = None) -> str:
     """The link-signing key. Sending needs a stable one; previews may use a throwaway."""
     key = _clean("CAMPAIGN_SECRET_KEY", _environ(env).get("CAMPAIGN_SECRET_KEY", ""), secret=True)
@@ -280,6 +302,7 @@ def check_environment(db: str | None = None, env: Env | None = None) -> None:
         lambda: SmtpSettings.from_env(env),
         lambda: secret_key(required=False, env=env),
         lambda: api_token(env),
+        lambda: metrics_address(env),
         lambda: WebLimits.from_env(env),
         lambda: dkim_settings(None if env is None else dict(env)),
         lambda: webhook_settings(env),

@@ -14,6 +14,7 @@ import random
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +56,7 @@ class Engine:
     clock: Clock = utc_now
     worker: str = field(default_factory=worker_name)
     dkim: DkimSigner | None = None  # signs every message it sends, confirmations included
+    timer: Callable[[], float] = time.monotonic  # how long a run took, for monitoring
     _series: CompiledSeries | None = None
     _limiter: RateLimiter | None = None  # one per process: its connections take turns
     _run_id: str | None = None  # the current run's, shared by its connections
@@ -125,6 +127,7 @@ class Engine:
             log.error(report.stopped)
             return report
         per_connection = renderer.schedule.rate_limit.per_connection
+        started = self.timer()
         self._run_id = new_run_id(self.clock(), random.Random())
         self._breaker = Breaker(self.store)
         if self.smtp.connections > 1:
@@ -134,6 +137,9 @@ class Engine:
                 report = self.dispatcher(transport).run_once(max_messages, stop)
         if report.stopped:
             log.error("run stopped: %s", report.stopped)
+        # Stopped runs count too: a run that reached the relay's failure still ran (the
+        # breaker tells that story); only a run that never started (invalid schedule) does not.
+        self.store.health.record_run(self.clock(), self.timer() - started)
         return report
 
 

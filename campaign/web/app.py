@@ -1,7 +1,7 @@
 """The web side of a lead's life, served by Starlette on the same store the sender uses:
 the API for the clinic's systems (`signup.py`), the pages behind the links in the emails
-(`links.py`), and how refusals are answered (`replies.py`). This module wires them into one
-app and serves it.
+(`links.py`), what monitors read (`health.py`), and how refusals are answered
+(`replies.py`). This module wires them into one app and serves it.
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from starlette.routing import Route
 
 from campaign.config.settings import WebLimits
 from campaign.model import Clock
+from campaign.monitoring.metrics import campaign_registry
 from campaign.rendering.links import LinkSigner
 from campaign.rendering.renderer import Renderer
 from campaign.store import Store
+from campaign.web.health import Health, Metrics
 from campaign.web.limits import bounded_protocol
 from campaign.web.links import LinkPages
 from campaign.web.replies import error_handlers
@@ -38,14 +40,21 @@ def create_app(
     api_token: str | None,
     clock: Clock,
     webhooks: Webhooks | None = None,
+    current: Callable[[], Renderer] | None = None,
 ) -> Starlette:
-    """The web service. `api_token` None switches the API off (503), and so does `webhooks`
-    None, or one without a secret, for the provider webhooks. It never talks to SMTP:
-    double opt-in emails are queued for the sender like every other email."""
+    """The web service. `api_token` None switches the API off (503), and /metrics with it,
+    and so does `webhooks` None, or one without a secret, for the provider webhooks. It
+    never talks to SMTP: double opt-in emails are queued for the sender like every other
+    email. `current` is the series as its files are now (`Engine.renderer`), for /healthz
+    to see a broken edit; without it /healthz sees the last good version."""
     service = Service(store, renderer, signer, clock)
     api = LeadsApi(service, api_token)
     links = LinkPages(service)
+    health = Health(store, current or renderer, clock)
+    metrics = Metrics(campaign_registry(store, renderer, current or renderer, clock), api.authorize)
     routes = [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/metrics", metrics.metrics, methods=["GET"]),
         Route("/leads", api.signup, methods=["POST"]),
         Route("/leads/{email}/converted", api.converted, methods=["POST"]),
         Route("/u/{token}", links.unsubscribe, methods=["GET", "POST"]),
