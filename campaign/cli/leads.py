@@ -20,8 +20,13 @@ from campaign.leads.intake import (
     import_csv,
     parse_lead,
 )
+from campaign.leads.privacy import erasure_key_from_environment, operator
 from campaign.model import LeadStatus, utc_now
 from campaign.sending.reactivation import reactivate
+from campaign.store.audit import lead_target
+from campaign.store.leads import Consent
+
+COMMAND_LINE = Consent("command line")
 
 
 @main.group("leads")
@@ -59,11 +64,21 @@ def leads_add(
         errors.print(f"[bold red]rejected:[/] {exc}", highlight=False)
         sys.exit(2)
     store = open_store(app, create_missing=True)
+    now = utc_now()
     try:
-        lead_id, created = add_lead(store, loaded.schedule, lead, utc_now())
+        lead_id, created = add_lead(
+            store,
+            loaded.schedule,
+            lead,
+            now,
+            consent=COMMAND_LINE,
+            erasure_key=erasure_key_from_environment(),
+        )
     except SuppressedError as exc:
         errors.print(f"[bold red]not added:[/] {exc}", highlight=False)
         sys.exit(1)
+    done = "added" if created else "already present; nothing changed"
+    store.audit.log(operator(), "add", lead_target(lead_id), done, now)
     if created:
         console.print(f"added lead {lead_id} <{lead.email}> to {loaded.schedule.campaign.id}")
     else:
@@ -88,9 +103,21 @@ def leads_import(app: AppContext, file: Path) -> None:
         transient=True,
     ) as progress:
         task = progress.add_task(f"importing {file.name}", total=None)
+        now = utc_now()
         report = import_csv(
-            store, loaded.schedule, file, utc_now(), progress=lambda n: progress.advance(task, n)
+            store,
+            loaded.schedule,
+            file,
+            now,
+            progress=lambda n: progress.advance(task, n),
+            consent=Consent(f"import {file.name}"),
+            erasure_key=erasure_key_from_environment(),
         )
+    outcome = (
+        f"imported {report.imported}, already present {report.already_present}, "
+        f"rejected {len(report.rejected)}, suppressed {len(report.suppressed)}"
+    )
+    store.audit.log(operator(), "import", f"file {file.name}", outcome, now)
     for line, problem in report.rejected[:200]:
         errors.print(f"{file.name}:{line}: {problem}", markup=False, highlight=False)
     if len(report.rejected) > 200:
@@ -101,10 +128,7 @@ def leads_import(app: AppContext, file: Path) -> None:
         errors.print(f"... and {len(report.suppressed) - 200} more suppressed addresses")
     if report.fatal:
         errors.print(f"[bold red]{file.name}: {report.fatal}[/]", highlight=False)
-    console.print(
-        f"imported {report.imported}, already present {report.already_present}, "
-        f"rejected {len(report.rejected)}, suppressed {len(report.suppressed)}"
-    )
+    console.print(outcome)
     if report.fatal:
         sys.exit(2)
     if report.rejected:
@@ -130,10 +154,16 @@ def leads_reactivate(
         sys.exit(2)
     loaded = app.load()
     store = open_store(app)
-    done = reactivate(store, loaded.schedule, at or utc_now(), emails, run_id)
+    now = at or utc_now()
+    done = reactivate(store, loaded.schedule, now, emails, run_id)
     if not done:
         errors.print("no bounced lead matches: nothing changed", highlight=False)
         sys.exit(1)
+    for email in done:
+        found = store.leads.lead_by_email(email)
+        target = lead_target(found.id) if found is not None else "lead (unknown)"
+        why = f"bounce undone (run {run_id})" if run_id else "bounce undone"
+        store.audit.log(operator(), "reactivate", target, why, now)
     console.print(f"reactivated {len(done)} lead(s): {', '.join(done)}", highlight=False)
     missed = sorted({e.lower() for e in emails} - {e.lower() for e in done})
     if missed:
@@ -179,10 +209,14 @@ def leads_unsuppress(app: AppContext, email: str, reason: str, at: datetime | No
         errors.print("[bold red]--reason must say why[/]")
         sys.exit(2)
     store = open_store(app)
-    lifted = store.suppressions.lift(email, reason.strip(), at or utc_now())
+    now = at or utc_now()
+    lifted = store.suppressions.lift(email, reason.strip(), now)
     if lifted is None:
         errors.print(f"{email} is not suppressed: nothing changed", highlight=False)
         sys.exit(1)
+    found = store.leads.lead_by_email(email)
+    target = lead_target(found.id) if found is not None else "an address with no lead"
+    store.audit.log(operator(), "unsuppress", target, f"{lifted.reason}: {reason.strip()}", now)
     console.print(
         f"lifted: {lifted.email} ({lifted.reason} since {lifted.created_at:%Y-%m-%d %H:%M}Z); "
         f"next: {NEXT_STEP[lifted.reason].format(email=lifted.email)}",

@@ -21,9 +21,18 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from campaign.config.schedule import Schedule
+from campaign.leads.privacy import (
+    ERASED_REFUSAL,
+    WEB_ACTOR,
+    ErasedAddresses,
+    key_needed,
+    renew_consent,
+)
 from campaign.model import LeadState, LeadStatus, NewLead, PlannedDelivery, address_key
 from campaign.planner import next_delivery, plan_fingerprint, plan_key
 from campaign.store import Store
+from campaign.store.audit import lead_target
+from campaign.store.leads import Consent
 from campaign.store.suppressions import Suppression
 
 MAX_FIELD = 200
@@ -60,6 +69,15 @@ class SuppressedError(Exception):
     def __init__(self, suppression: Suppression):
         self.suppression = suppression
         super().__init__(why_suppressed(suppression))
+
+
+class ErasedError(SuppressedError):
+    """An address erased at the person's request: only their own new signup with consent
+    brings it back, never an operator's add or import."""
+
+    def __init__(self, suppression: Suppression, email: str):
+        super().__init__(suppression)
+        self.args = (f"{email} was {ERASED_REFUSAL}",)
 
 
 def why_suppressed(suppression: Suppression) -> str:
@@ -145,10 +163,20 @@ def to_new_lead(lead: LeadInput, first: PlannedDelivery | None) -> NewLead:
 
 
 def add_lead(
-    store: Store, schedule: Schedule, lead: LeadInput, now: datetime, *, pending: bool = False
+    store: Store,
+    schedule: Schedule,
+    lead: LeadInput,
+    now: datetime,
+    *,
+    pending: bool = False,
+    consent: Consent | None = None,
+    erasure_key: bytes | None = None,
+    renew: bool = False,
 ) -> tuple[int, bool]:
-    """Insert and enroll one lead; an address already known is left untouched, and one on
-    the suppression list raises `SuppressedError`.
+    """Insert and enroll one lead, recording its `consent`; an address already known is
+    left untouched, and one on the suppression list raises `SuppressedError` (`ErasedError`
+    when it was erased, unless `renew`: the person signed up again with consent, which lifts
+    the erased entry). `erasure_key` is needed only once an erased address stands.
 
     A `pending` lead (double opt-in) gets no step of the series planned until it confirms
     its address, only the confirmation email, due now, queued in the same transaction: the
@@ -157,13 +185,23 @@ def add_lead(
     suppressed = store.suppressions.find(lead.email)
     if suppressed is not None:
         raise SuppressedError(suppressed)
+    erased = ErasedAddresses.of(store, erasure_key)
+    found = erased.among([lead.email]).get(address_key(lead.email))
+    if found is not None and not renew:
+        raise ErasedError(found, lead.email)
+    if found is not None and consent is not None:
+        renew_consent(store, erased, lead.email, consent.source, now)
     store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     new = to_new_lead(lead, first_delivery(schedule, lead.timezone, now))
     if pending:
         confirm = schedule.confirmation
         first = PlannedDelivery(confirm.id, now) if confirm is not None else None
         new = replace(new, first=first, status=LeadStatus.PENDING)
-    return store.leads.add_leads([new], schedule.campaign.id, now)[0]
+    lead_id, created = store.leads.add_leads([new], schedule.campaign.id, now, consent)[0]
+    if found is not None:
+        why = "an erased address signed up again with consent; its erased entry was lifted"
+        store.audit.log(WEB_ACTOR, "consent-renewed", lead_target(lead_id), why, now)
+    return lead_id, created
 
 
 @dataclass
@@ -322,24 +360,37 @@ def _row_lead(row: dict[str, str]) -> LeadInput | str:
         return str(exc)
 
 
+@dataclass(frozen=True)
+class _Batches:
+    """What every batch of one import shares: where it goes, its consent, the erased list."""
+
+    campaign_id: str
+    consent: Consent | None
+    erased: ErasedAddresses
+
+
 def _add_batch(
     store: Store,
-    campaign_id: str,
+    into: _Batches,
     batch: list[tuple[int, NewLead]],
     now: datetime,
     report: ImportReport,
 ) -> None:
-    """Add one batch of (line, lead), skipping and reporting each suppressed address (one
-    query per batch)."""
+    """Add one batch of (line, lead), skipping and reporting each suppressed or erased
+    address (one query per batch for each)."""
     suppressed = store.suppressions.standing(lead.email for _line, lead in batch)
+    erased = into.erased.among(lead.email for _line, lead in batch)
     wanted = []
     for line, lead in batch:
-        found = suppressed.get(address_key(lead.email))
-        if found is None:
-            wanted.append(lead)
-        else:
+        key = address_key(lead.email)
+        found = suppressed.get(key)
+        if found is not None:
             report.suppressed.append((line, why_suppressed(found)))
-    for _id, created in store.leads.add_leads(wanted, campaign_id, now):
+        elif key in erased:
+            report.suppressed.append((line, f"{lead.email} was {ERASED_REFUSAL}"))
+        else:
+            wanted.append(lead)
+    for _id, created in store.leads.add_leads(wanted, into.campaign_id, now, into.consent):
         if created:
             report.imported += 1
         else:
@@ -353,8 +404,17 @@ def import_csv(
     now: datetime,
     batch_size: int = 1000,
     progress: Callable[[int], None] | None = None,
+    *,
+    consent: Consent | None = None,
+    erasure_key: bytes | None = None,
 ) -> ImportReport:
+    """Import the file's leads, each created with `consent` recorded; an address erased at
+    the person's request is skipped like a suppressed one (`erasure_key` is needed only once
+    an erased address stands)."""
     report = ImportReport()
+    into = _Batches(schedule.campaign.id, consent, ErasedAddresses.of(store, erasure_key))
+    if into.erased.any_erased and erasure_key is None:
+        raise key_needed()  # before any row goes in, not halfway through the file
     store.meta.init(plan_key(schedule), plan_fingerprint(schedule))
     seen: dict[str, int] = {}
     batch: list[NewLead] = []
@@ -364,7 +424,7 @@ def import_csv(
     firsts: dict[str | None, PlannedDelivery | None] = {}
 
     def flush() -> None:
-        _add_batch(store, schedule.campaign.id, list(zip(lines, batch, strict=True)), now, report)
+        _add_batch(store, into, list(zip(lines, batch, strict=True)), now, report)
         if progress:
             progress(len(batch))
         batch.clear()

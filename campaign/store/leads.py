@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from campaign.store.database import Database, from_db, from_db_or_none, to_db
 from campaign.store.schema import (
     QUEUED_STATUSES,
     clicks,
+    consents,
     conversions,
     deliveries,
     enrollments,
@@ -60,6 +62,18 @@ def lead_from_row(row: RowMapping) -> Lead:
     )
 
 
+@dataclass(frozen=True)
+class Consent:
+    """How the leads created together gave their consent, recorded with each of them: the
+    source (`web form`, `import FILE.csv`, `command line`) and, from the web, the peer
+    address, the user agent and the consent wording or its version as the form sent it."""
+
+    source: str
+    ip: str | None = None
+    user_agent: str | None = None
+    text: str | None = None
+
+
 class Leads:
     """Every method is one short transaction."""
 
@@ -68,14 +82,19 @@ class Leads:
         self._queue = queue  # plans a confirmed lead's first step
 
     def add_leads(
-        self, new: Sequence[NewLead], campaign_id: str, now: datetime
+        self,
+        new: Sequence[NewLead],
+        campaign_id: str,
+        now: datetime,
+        consent: Consent | None = None,
     ) -> list[tuple[int, bool]]:
         """Insert and enroll leads in one transaction; known addresses are left as they are.
 
         An address is known whatever its letter case (`address_key`). Returns (lead id,
         created) per input, so re-importing a file changes nothing. Writers adding the same
         address at once (PostgreSQL) never fail on each other: the insert skips a lead
-        another transaction holds, and that lead counts as known.
+        another transaction holds, and that lead counts as known. Each lead created gets a
+        `consent` record; a known one keeps its own.
         """
         if not new:
             return []
@@ -87,7 +106,10 @@ class Leads:
                 if key not in known:
                     firsts.setdefault(key, lead)
             fresh = list(firsts.items())
-            created = _insert_leads(self.db, conn, fresh, campaign_id, to_db(now)) if fresh else {}
+            stamp = to_db(now)
+            created = _insert_leads(self.db, conn, fresh, campaign_id, stamp) if fresh else {}
+            if created and consent is not None:
+                _insert_consents(conn, created.values(), consent, stamp)
             if len(created) < len(fresh):  # added by another writer since `known` was read
                 known.update(_ids_by_key(conn, [k for k, _ in fresh if k not in created]))
         known.update(created)
@@ -415,6 +437,26 @@ def _insert_leads(
     return ids
 
 
+def _insert_consents(
+    conn: Connection, lead_ids: Collection[int], consent: Consent, stamp: datetime
+) -> None:
+    """One consent row per lead created, in one statement for the whole batch."""
+    conn.execute(
+        insert(consents),
+        [
+            {
+                "lead_id": lead_id,
+                "source": consent.source,
+                "given_at": stamp,
+                "ip": consent.ip,
+                "user_agent": consent.user_agent,
+                "text": consent.text,
+            }
+            for lead_id in lead_ids
+        ],
+    )
+
+
 def move_status(
     conn: Connection,
     lead_id: int,
@@ -427,7 +469,8 @@ def move_status(
     `only_from` limits the change to leads in those statuses, so that, for example, an
     unsubscribed lead who books later stays unsubscribed."""
     status = LeadStatus(status)  # a caller's bare string is checked here, before any write
-    where = [leads.c.id == lead_id, leads.c.status != status]
+    # An erased lead's status is final: nothing that arrives later (a click, a bounce) moves it.
+    where = [leads.c.id == lead_id, leads.c.status.not_in([status, LeadStatus.ERASED])]
     if only_from:
         where.append(leads.c.status.in_(list(only_from)))
     changed = conn.execute(

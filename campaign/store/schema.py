@@ -45,7 +45,8 @@ from campaign.store.database import Database, StoreError, to_db
 
 # 2: leads.email_key, one lead per address whatever its letter case;
 # 3: the suppression list, and clicks told apart by who made them (`clicks.source`);
-# 4: the subject a delivery went out with, for subject tests (`deliveries.variant`).
+# 4: the subject a delivery went out with, for subject tests (`deliveries.variant`); consent
+#    records (`consents`) and the operators' audit log (`audit_log`).
 SCHEMA_VERSION = 4
 MIGRATION_LOCK = 0x63616D70  # PostgreSQL advisory lock key held while creating the schema
 VERSION_KEY = "schema_version"
@@ -206,6 +207,37 @@ inbound_messages = Table(
     Column("raw", LargeBinary, nullable=True),
     Index("ix_inbound_received", "received_at"),
     Index("ix_inbound_delivery", "delivery_id", "kind"),
+)
+
+# One row per time a person gave consent: where (`source`: web form, `import FILE.csv`,
+# command line), when, and for the web the peer address, user agent and the consent wording
+# or its version as the signup sent it. Deleted when the lead is erased.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("lead_id", Id, ForeignKey("leads.id"), nullable=False),
+    Column("source", String(300), nullable=False),
+    Column("given_at", DateTime, nullable=False),
+    Column("ip", String(64), nullable=True),
+    Column("user_agent", Text, nullable=True),
+    Column("text", Text, nullable=True),
+    Index("ix_consents_lead", "lead_id"),
+)
+
+# What operators did (imports, adds, unsubscribes, reactivations, erasures, exports, ...),
+# appended and never changed. `target` names a lead by id (`lead 12`), never by address, so
+# erasing a lead leaves nothing personal here.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("at", DateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(300), nullable=False, default=""),
+    Column("detail", Text, nullable=False, default=""),
+    Index("ix_audit_target", "target"),
 )
 
 

@@ -9,12 +9,14 @@ with a reason, and the row stays as the record of it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String, Text, func, literal, select, update
+from sqlalchemy import DateTime, String, Text, and_, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 
@@ -23,6 +25,21 @@ from campaign.store.database import Database, from_db, from_db_or_none, to_db
 from campaign.store.schema import leads, suppressions
 
 STANDING = suppressions.c.lifted_at.is_(None)
+# The key of an erased address's rows (`leads erase`): this prefix, then the HMAC-SHA256 of
+# its address key, so the list still refuses it without holding it. A plain key has an `@`
+# and never starts so.
+HASHED_PREFIX = "hmac:"
+HASHED = and_(
+    suppressions.c.email_key >= HASHED_PREFIX,
+    suppressions.c.email_key < HASHED_PREFIX[:-1] + chr(ord(HASHED_PREFIX[-1]) + 1),
+)
+
+
+def hashed_key(key: bytes, email: str) -> str:
+    """The key an erased address is known by on the list: a keyed hash of its address key,
+    which no one without `key` can match or reverse."""
+    digest = hmac.new(key, address_key(email).encode("utf-8"), hashlib.sha256).hexdigest()
+    return HASHED_PREFIX + digest
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,7 @@ def suppress(
     read from the lead's row as it is inserted."""
     if status not in SUPPRESSING:
         return
-    insert = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(suppressions)
+    upsert = (sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert)(suppressions)
     source = select(
         leads.c.email_key,
         leads.c.email,
@@ -85,7 +102,7 @@ def suppress(
         literal(to_db(now), DateTime),
     ).where(leads.c.id == lead_id, leads.c.email_key.is_not(None))
     conn.execute(
-        insert.from_select(
+        upsert.from_select(
             ["email_key", "email", "reason", "detail", "created_at"], source
         ).on_conflict_do_nothing()
     )
@@ -147,6 +164,35 @@ class Suppressions:
             ).first()
         return _from_row(row) if row is not None else None
 
+    def has_hashed(self) -> bool:
+        """Whether any erased address stands on the list (only then must imports hash)."""
+        with self.db.read() as conn:
+            found = conn.execute(select(suppressions.c.id).where(HASHED, STANDING).limit(1))
+            return found.first() is not None
+
+    def standing_hashed(self, keys: Iterable[str]) -> dict[str, Suppression]:
+        """The standing suppressions among these hashed keys (`hashed_key`), in one query."""
+        wanted = sorted(set(keys))
+        if not wanted:
+            return {}
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(suppressions.c.email_key, *COLUMNS).where(
+                    suppressions.c.email_key.in_(wanted), STANDING
+                )
+            ).all()
+        return {row.email_key: _from_row(row) for row in rows}
+
+    def lift_hashed(self, key: str, why: str, now: datetime) -> bool:
+        """Lift an erased address's standing entry (a new signup with consent)."""
+        with self.db.tx() as conn:
+            lifted = conn.execute(
+                update(suppressions)
+                .where(suppressions.c.email_key == key, STANDING)
+                .values(lifted_at=to_db(now), lifted_reason=why)
+            ).rowcount
+        return bool(lifted)
+
     def counts(self) -> dict[str, int]:
         """Standing suppressions per reason."""
         with self.db.read() as conn:
@@ -156,3 +202,26 @@ class Suppressions:
                 .group_by(suppressions.c.reason)
             ).all()
         return {reason: count for reason, count in rows}
+
+
+def hash_address(conn: Connection, key: str, hashed: str, placeholder: str, now: datetime) -> None:
+    """In an erasure's transaction: the address's rows keep their reasons and times under
+    `hashed` and `placeholder`, and an `erased` entry stands if none did."""
+    conn.execute(
+        update(suppressions)
+        .where(suppressions.c.email_key == key)
+        .values(email_key=hashed, email=placeholder)
+    )
+    standing = conn.execute(
+        select(suppressions.c.id).where(suppressions.c.email_key == hashed, STANDING)
+    ).first()
+    if standing is None:
+        conn.execute(
+            insert(suppressions).values(
+                email_key=hashed,
+                email=placeholder,
+                reason=LeadStatus.ERASED.value,
+                detail="erased at the person's request",
+                created_at=to_db(now),
+            )
+        )

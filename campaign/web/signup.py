@@ -30,13 +30,18 @@ from campaign.leads.intake import (
     normalize_email,
     parse_lead,
 )
+from campaign.leads.privacy import erasure_key
 from campaign.model import Confirmation, Lead, LeadStatus
+from campaign.store.leads import Consent
 from campaign.web.replies import ApiError
 from campaign.web.service import Service
 
 log = logging.getLogger("campaign.web.signup")
 # However often one address is posted, it gets one confirmation email in this time.
 CONFIRM_AGAIN_AFTER = timedelta(minutes=10)
+MAX_CONSENT = 1000  # the consent wording shown, or its version id
+MAX_USER_AGENT = 500
+WEB_FORM = "web form"
 
 
 def lead_json(lead: Lead) -> dict[str, Any]:
@@ -66,6 +71,25 @@ def lead_from_fields(fields: Mapping[str, Any]) -> LeadInput:
     except LeadError as exc:
         field = exc.field.removeprefix("attributes.")
         raise ApiError(400, {"errors": {field: exc.message}}) from None
+
+
+def consent_of(request: Request, fields: dict[str, Any]) -> Consent:
+    """The consent a signup gives, taking the optional `consent` field (the wording shown,
+    or its version) out of `fields`, with the peer address and user agent as the app sees
+    them."""
+    text = fields.pop("consent", None)
+    if text is not None and not isinstance(text, str):
+        raise ApiError(
+            400, {"errors": {"consent": "must be text: the consent shown, or its version"}}
+        )
+    text = (text or "").strip() or None
+    if text is not None and any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ApiError(400, {"errors": {"consent": "must be one line, without control characters"}})
+    if text is not None and len(text) > MAX_CONSENT:
+        raise ApiError(400, {"errors": {"consent": f"is longer than {MAX_CONSENT} characters"}})
+    agent = request.headers.get("user-agent", "")[:MAX_USER_AGENT] or None
+    peer = request.client.host if request.client is not None else None
+    return Consent(WEB_FORM, ip=peer, user_agent=agent, text=text)
 
 
 def _refuse_constant(name: str) -> NoReturn:
@@ -132,18 +156,31 @@ class LeadsApi:
 
     async def signup(self, request: Request) -> Response:
         """POST /leads: 201 and the lead when new, 200 and the lead as stored when known, 200
-        and `"status": "suppressed"` alone when the address is on the suppression list."""
+        and `"status": "suppressed"` alone when the address is on the suppression list (an
+        erased address too, unless the signup gives its `consent` again)."""
         self.authorize(request)
-        lead = lead_from_fields(await posted_fields(request))
-        return await run_in_threadpool(self._enroll, lead)
+        fields = await posted_fields(request)
+        consent = consent_of(request, fields)
+        lead = lead_from_fields(fields)
+        return await run_in_threadpool(self._enroll, lead, consent)
 
-    def _enroll(self, lead: LeadInput) -> Response:
+    def _enroll(self, lead: LeadInput, consent: Consent) -> Response:
         renderer = self.service.renderer()
         schedule = renderer.schedule
         now = self.service.clock()
         store = self.service.store
         try:
-            lead_id, created = add_lead(store, schedule, lead, now, pending=schedule.double_opt_in)
+            lead_id, created = add_lead(
+                store,
+                schedule,
+                lead,
+                now,
+                pending=schedule.double_opt_in,
+                consent=consent,
+                erasure_key=erasure_key(self.service.signer),
+                # Only the person, giving consent again, brings back an erased address.
+                renew=consent.text is not None,
+            )
         except SuppressedError:
             # Nothing is created, queued or changed; the form learns only that this address
             # gets no emails, not why nor since when (that is for the operator's list).
