@@ -32,7 +32,7 @@ from campaign.cli.leads import leads_group
 from campaign.cli.sending import warn_local_links
 from campaign.cli.series import chosen_series
 from campaign.config import settings
-from campaign.config.schedule import Schedule
+from campaign.config.schedule import Schedule, variant_name
 from campaign.config.settings import SmtpSettings
 from campaign.leads.privacy import operator
 from campaign.model import DeliveryStatus, EnrollmentState, Lead, LeadStatus, utc_now
@@ -194,6 +194,7 @@ def leads_list(
 def _record_json(schedule: Schedule, record: LeadRecord, now: datetime) -> dict[str, Any]:
     lead, plan = record.lead, record.plan
     return {
+        "id": lead.id,  # how the audit log names the lead
         "email": lead.email,
         "first_name": lead.first_name,
         "timezone": lead.timezone,
@@ -214,6 +215,7 @@ def _record_json(schedule: Schedule, record: LeadRecord, now: datetime) -> dict[
                 "attempts": d.attempts,
                 "last_error": d.last_error,
                 "smtp_code": d.smtp_code,
+                "variant": None if d.variant is None else variant_name(d.variant),
             }
             for d in record.deliveries
         ],
@@ -245,7 +247,17 @@ def _record_json(schedule: Schedule, record: LeadRecord, now: datetime) -> dict[
             for m in record.inbound
         ],
         "suppressions": [s.as_json() for s in record.suppressions],
-        "next": _next_json(schedule, plan, now) if plan else None,
+        "consents": [
+            {
+                "source": c.source,
+                "given_at": c.given_at.isoformat(),
+                "ip": c.ip,
+                "user_agent": c.user_agent,
+                "text": c.text,
+            }
+            for c in record.consents
+        ],
+        "next": _next_json(schedule, plan, now) if plan and not _paused(record) else None,
     }
 
 
@@ -276,6 +288,9 @@ def _record_lines(schedule: Schedule, record: LeadRecord, now: datetime) -> list
     for d in record.deliveries:
         when = f"sent {_utc(d.sent_at)}" if d.sent_at else f"due {_utc(d.due_at)}"
         error = f"{d.smtp_code or ''} {d.last_error}".strip() if d.last_error else ""
+        step = schedule.step(d.step_id)
+        if d.variant is not None and step is not None and len(step.subjects) > 1:
+            error = f"subject {variant_name(d.variant)}  {error}".rstrip()
         rows.append([f"  {d.step_id}", d.status.value, when, f"attempts {d.attempts}", error])
     lines += _aligned(rows) if rows else []
     lines.append(f"clicks ({len(record.clicks)}):")
@@ -301,8 +316,33 @@ def _record_lines(schedule: Schedule, record: LeadRecord, now: datetime) -> list
         if s.lifted_at is not None:
             line += f" (lifted {_utc(s.lifted_at)}: {s.lifted_reason})"
         lines.append(line)
-    lines.append(f"next: {_next_text(schedule, plan, now) if plan else 'nothing: not enrolled'}")
+    for given in record.consents:
+        web = ", ".join(
+            filter(
+                None,
+                (
+                    given.ip and f"from {given.ip}",
+                    given.user_agent,
+                    given.text and repr(given.text),
+                ),
+            )
+        )
+        lines.append(
+            f"consent: {given.source} {_utc(given.given_at)}" + (f" ({web})" if web else "")
+        )
+    if not record.consents:
+        lines.append("consent: no record (added before consent was recorded)")
+    if _paused(record):
+        lines.append(f"next: nothing while paused (`leads resume {lead.email}`)")
+    else:
+        lines.append(
+            f"next: {_next_text(schedule, plan, now) if plan else 'nothing: not enrolled'}"
+        )
     return lines
+
+
+def _paused(record: LeadRecord) -> bool:
+    return record.enrollment == EnrollmentState.PAUSED
 
 
 @command(leads_group, "show")
@@ -342,7 +382,7 @@ def leads_unsubscribe(app: AppContext, email: str, reason: str, at: datetime | N
     Asking again changes nothing."""
     store = open_store(app)
     why = f"{FRONT_DESK}: {reason.strip() or 'asked the front desk'}"
-    done = store.records.unsubscribe(email.strip(), why, at or utc_now())
+    done = store.records.unsubscribe(email.strip(), why, at or utc_now(), operator())
     if done is None:
         errors.print(
             f"[bold red]no lead {email}[/] in the database (letter case does not count): "

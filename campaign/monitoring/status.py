@@ -1,5 +1,6 @@
 """What the campaign has done so far, per step and per lead status, what mail came back, for
-people and monitors, and whether the sender is backing off from a failing SMTP relay."""
+people and monitors, whether the sender is backing off from a failing SMTP relay, and what
+is paused."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ def campaign_status(store: Store, schedule: Schedule) -> dict[str, Any]:
         "inbound": _by_kind(inbound),
         "unknown": store.reads.deliveries_with_status(campaign_id, DeliveryStatus.UNKNOWN),
         "sender": sender_state(store),
+        "paused": paused_state(store, campaign_id),
+    }
+
+
+def paused_state(store: Store, campaign_id: str) -> dict[str, Any]:
+    """Whether the series is paused (`series pause`) and since when, and how many of its
+    leads are paused one by one (`leads pause`)."""
+    since = store.meta.series_paused_since(campaign_id)
+    return {
+        "series_since": None if since is None else since.isoformat(),
+        "leads": store.queue.paused_leads(campaign_id),
     }
 
 

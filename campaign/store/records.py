@@ -24,12 +24,14 @@ from campaign.model import (
     LeadStatus,
     address_key,
 )
+from campaign.store.audit import Audit, lead_target
 from campaign.store.database import Database, from_db, from_db_or_none
 from campaign.store.leads import _change_status, lead_from_row
 from campaign.store.reads import LeadPlan, _batch_plans
 from campaign.store.schema import (
     QUEUED_STATUSES,
     clicks,
+    consents,
     conversions,
     deliveries,
     enrollments,
@@ -78,6 +80,7 @@ class DeliveryLine:
     attempts: int
     last_error: str | None
     smtp_code: int | None
+    variant: int | None = None  # which subject of a subject test went out
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,17 @@ class InboundLine:
 
 
 @dataclass(frozen=True)
+class ConsentLine:
+    """One time the lead gave consent: how, when, and from the web where and with what."""
+
+    source: str
+    given_at: datetime
+    ip: str | None
+    user_agent: str | None
+    text: str | None
+
+
+@dataclass(frozen=True)
 class LeadRecord:
     """Everything the store holds about one lead in one series."""
 
@@ -120,6 +134,7 @@ class LeadRecord:
     conversion: ConversionLine | None
     inbound: tuple[InboundLine, ...]
     suppressions: tuple[Suppression, ...]  # the standing one and any lifted, oldest first
+    consents: tuple[ConsentLine, ...] = ()  # each time consent was given, oldest first
 
 
 class Unsubscribe(enum.StrEnum):
@@ -192,11 +207,15 @@ class Records:
                 _conversion(conn, lead.id, campaign_id),
                 _inbound(conn, lead.id),
                 _suppressions(conn, lead.email),
+                _consents(conn, lead.id),
             )
 
-    def unsubscribe(self, email: str, reason: str, now: datetime) -> Unsubscribed | None:
-        """Unsubscribe the lead with this address as the one-click link does; None when no
-        lead has it. Asking again changes nothing."""
+    def unsubscribe(
+        self, email: str, reason: str, now: datetime, actor: str
+    ) -> Unsubscribed | None:
+        """Unsubscribe the lead with this address as the one-click link does, written to the
+        audit log as `actor`'s in the same transaction; None when no lead has it. Asking
+        again changes nothing (and logs nothing)."""
         with self.db.tx() as conn:
             row = conn.execute(
                 select(leads.c.id, leads.c.email, leads.c.status, leads.c.status_at)
@@ -223,6 +242,7 @@ class Records:
             _change_status(
                 conn, row.id, LeadStatus.UNSUBSCRIBED, reason, now, only_from=UNSUBSCRIBE_FROM
             )
+            Audit.record(conn, actor, "unsubscribe", lead_target(row.id), reason, now)
             return Unsubscribed(Unsubscribe.DONE, row.email, LeadStatus.UNSUBSCRIBED, now, queued)
 
 
@@ -282,6 +302,7 @@ def _deliveries(conn: Connection, lead_id: int, campaign_id: str) -> tuple[Deliv
             deliveries.c.attempts,
             deliveries.c.last_error,
             deliveries.c.smtp_code,
+            deliveries.c.variant,
         )
         .where(deliveries.c.lead_id == lead_id, deliveries.c.campaign_id == campaign_id)
         .order_by(deliveries.c.id)
@@ -295,6 +316,7 @@ def _deliveries(conn: Connection, lead_id: int, campaign_id: str) -> tuple[Deliv
             r.attempts,
             r.last_error,
             r.smtp_code,
+            r.variant,
         )
         for r in rows
     )
@@ -350,3 +372,20 @@ def _suppressions(conn: Connection, email: str) -> tuple[Suppression, ...]:
         .order_by(suppressions.c.created_at, suppressions.c.id)
     ).all()
     return tuple(_from_row(row) for row in rows)
+
+
+def _consents(conn: Connection, lead_id: int) -> tuple[ConsentLine, ...]:
+    rows = conn.execute(
+        select(
+            consents.c.source,
+            consents.c.given_at,
+            consents.c.ip,
+            consents.c.user_agent,
+            consents.c.text,
+        )
+        .where(consents.c.lead_id == lead_id)
+        .order_by(consents.c.id)
+    ).all()
+    return tuple(
+        ConsentLine(r.source, from_db(r.given_at), r.ip, r.user_agent, r.text) for r in rows
+    )

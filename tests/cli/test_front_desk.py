@@ -125,6 +125,8 @@ def test_show_tells_everything_about_one_lead_in_any_letter_case(web: Web) -> No
         *("mechanisms", "sent", "sent", "2026-03-02", "16:00Z", "attempts", "1")
     ]
     assert "clicks (1):" in lines
+    (consent,) = [line for line in lines if line.startswith("consent: ")]
+    assert consent.startswith("consent: web form 2026-03-02 16:00Z (from 127.0.0.1, python-httpx/")
     assert "  mechanisms  2026-03-02 17:00Z  person  https://clinic.example.com/about" in lines
     assert lines[-1] == (
         "next: pain-types 2026-03-09 16:00Z (Mon 2026-03-09 11:00 CDT America/Chicago)"
@@ -137,6 +139,9 @@ def test_show_tells_everything_about_one_lead_in_any_letter_case(web: Web) -> No
         ("pain-types", "pending"),
     ]
     assert bob["clicks"] == [] and bob["conversion"] is None and bob["suppressions"] == []
+    (consent,) = bob["consents"]  # signed up through the web form
+    assert (consent["source"], consent["ip"]) == ("web form", "127.0.0.1")
+    assert consent["user_agent"].startswith("python-httpx/")
     [reply] = bob["inbound"]
     assert (reply["kind"], reply["step"]) == ("auto-reply", "mechanisms")
     assert bob["next"]["step"] == "pain-types"
@@ -212,6 +217,13 @@ def test_unsubscribe_by_phone_stops_that_lead_and_the_others_drip_goes_on(web: W
     assert bob["next"] is None and bob["suppressions"][0]["reason"] == "unsubscribed"
     listed = json.loads(cli(web, "leads", "list", "--status", "unsubscribed", "--json"))
     assert [lead["email"] for lead in listed["leads"]] == [BOB]
+    # Written to the audit log once, naming the lead by id, not by address.
+    audit = json.loads(cli(web, "audit", "--json"))
+    unsubscribes = [entry for entry in audit if entry["action"] == "unsubscribe"]
+    assert [(e["target"], e["detail"]) for e in unsubscribes] == [
+        (f"lead {bob['id']}", "front desk: phoned on Tuesday")
+    ]
+    assert BOB not in json.dumps(audit)
 
     count = len(web.campaign.catcher.messages)
     web.campaign.send_due_cli(START + WEEK)
