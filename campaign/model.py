@@ -33,6 +33,9 @@ class LeadStatus(enum.StrEnum):
     # A second row for an address already held in other letter case, kept as history when
     # the schema migration made addresses case-insensitive (store/schema.py); never mailed.
     MERGED = "merged"
+    # Its personal data removed at the person's request (`leads erase`): the row stays, under
+    # a placeholder address, so that counts stay true; never mailed, and never changes again.
+    ERASED = "erased"
 
 
 # The statuses that put the address itself on the suppression list (`store.suppressions`):
@@ -73,6 +76,9 @@ class EnrollmentState(enum.StrEnum):
 
     ACTIVE = "active"
     EXITED = "exited"  # the lead left: unsubscribed, bounced, booked, merged
+    # Kept in the series but sent nothing (`leads pause`) until resumed, which replans the
+    # next step from the last email actually sent.
+    PAUSED = "paused"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -135,6 +141,9 @@ class LeadState:
     # conditions; the planner never needs them to say *when*.
     clicks: tuple[tuple[str, str], ...] = ()
     attributes: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # When the lead was mailed, by every series (this one included; in flight and in doubt
+    # count too): the frequency cap counts these. Never needed for a series without a cap.
+    mailed: tuple[datetime, ...] = ()
 
     def with_sent(self, step_id: str, at: datetime) -> LeadState:
         return self.with_attempt(step_id, DeliveryStatus.SENT, at)

@@ -17,18 +17,28 @@ Rules:
   counts from the last email actually sent.
 - A subject test's variant is a function of the series, the step and the lead alone
   (`choose_variant`), so a lead sees the same one after a crash, a replan or a restart.
+- No email lands on a closed date (`closed:`, `holidays:`) in the lead's time zone, and no
+  lead gets more than the frequency cap's `max` emails within any `per` (`place`): a capped
+  email waits for the first moment the cap allows, then for the window; it is never skipped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from campaign.config.schedule import Condition, Schedule, SendWindow, Step
+from campaign.config.schedule import (
+    MAX_CLOSED_RUN,
+    Condition,
+    FrequencyCap,
+    Schedule,
+    SendWindow,
+    Step,
+)
 from campaign.model import (
     CONFIRM_STEP,
     PASSED,
@@ -39,12 +49,26 @@ from campaign.model import (
     is_booking,
 )
 
+# What reached, or may have reached, the lead's mailbox: what the frequency cap counts.
+MAILED = frozenset({DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN})
+
+
+@dataclass(frozen=True)
+class Placement:
+    """When an email may land, and what moved it there, for `plan` to say why."""
+
+    at: datetime  # UTC
+    closed: tuple[date, ...] = ()  # the lead's local dates it would have landed on, closed
+    capped: bool = False  # the frequency cap held it back
+
 
 @dataclass(frozen=True)
 class NextStep:
     step: Step
     position: int
     due_at: datetime  # UTC, inside the lead's send window
+    closed: tuple[date, ...] = ()  # as in `Placement`
+    capped: bool = False
 
 
 def lead_zone(schedule: Schedule, timezone: str | None) -> ZoneInfo:
@@ -68,23 +92,94 @@ def _window_open_on(day: date, window: SendWindow, zone: ZoneInfo) -> tuple[date
     return start, end
 
 
-def next_opening(moment: datetime, window: SendWindow, zone: ZoneInfo) -> datetime:
-    """The earliest instant at or after `moment` that falls inside the send window.
+Closed = Callable[[date], bool]
 
-    Window bounds are built from local wall-clock times each day, so 09:00 stays 09:00 on
-    both sides of a daylight-saving change.
-    """
+
+def _opening(
+    moment: datetime, window: SendWindow, zone: ZoneInfo, closed: Closed | None
+) -> tuple[datetime, tuple[date, ...]]:
+    """The earliest instant at or after `moment` inside the send window on a day that is not
+    closed, and the closed local dates passed over on the way. The schedule keeps closed
+    dates from shutting the window for `MAX_CLOSED_RUN` days, so the search ends."""
     moment = moment.astimezone(UTC)
     local_day = moment.astimezone(zone).date()
-    for offset in range(8):
+    passed: list[date] = []
+    for offset in range(8 if closed is None else MAX_CLOSED_RUN + 8):
         day = local_day + timedelta(days=offset)
         if day.weekday() not in window.weekdays:
             continue
         start, end = _window_open_on(day, window, zone)
         opening = max(moment, start)
-        if opening < end:  # not `moment < end`: a window shrunk by a clock change may be empty
-            return opening
+        if opening >= end:  # not `moment < end`: a window shrunk by a clock change may be empty
+            continue
+        if closed is not None and closed(day):
+            passed.append(day)
+            continue
+        return opening, tuple(passed)
     raise ValueError("the send window never opens")  # pragma: no cover - validated
+
+
+def next_opening(
+    moment: datetime, window: SendWindow, zone: ZoneInfo, closed: Closed | None = None
+) -> datetime:
+    """The earliest instant at or after `moment` that falls inside the send window, on a
+    day that is not `closed` (a local date).
+
+    Window bounds are built from local wall-clock times each day, so 09:00 stays 09:00 on
+    both sides of a daylight-saving change.
+    """
+    return _opening(moment, window, zone, closed)[0]
+
+
+def closed_days(schedule: Schedule) -> Closed | None:
+    """The schedule's closed-day test, or None when it has none (the faster search)."""
+    return schedule.is_closed if schedule.has_closed_days else None
+
+
+def _fits(cap: FrequencyCap, mailed: Sequence[datetime], at: datetime) -> bool:
+    """Whether one more email at `at` keeps every window of length `per` (from an instant
+    on, up to but not including the instant `per` later) at `max` emails or fewer."""
+    near = sorted(m for m in mailed if at - cap.per < m < at + cap.per)
+    if len(near) < cap.max:
+        return True
+    points = sorted([*near, at])
+    starts = [start for start in points if at - cap.per < start <= at]  # windows holding `at`
+    return all(sum(start <= p < start + cap.per for p in points) <= cap.max for start in starts)
+
+
+def cap_allows(cap: FrequencyCap, mailed: Sequence[datetime], at: datetime) -> datetime:
+    """The first instant at or after `at` when the cap lets one more email through. Only an
+    email leaving a window can free it, so the answer is `at` or a mailed time plus `per`;
+    after the last of those nothing is near enough to hold it back."""
+    later = sorted({m + cap.per for m in mailed if m + cap.per > at})
+    return next(moment for moment in (at, *later) if _fits(cap, mailed, moment))
+
+
+def place(
+    schedule: Schedule, zone: ZoneInfo, moment: datetime, mailed: Sequence[datetime] = ()
+) -> Placement:
+    """The first instant at or after `moment` an email may land for a lead in `zone` mailed
+    at `mailed`: inside the window, on an open day, within the frequency cap. Each move
+    for the cap goes to a mailed time plus `per`, later every time, so the turns are few."""
+    cap, closed = schedule.frequency_cap, closed_days(schedule)
+    passed: list[date] = []
+    capped = False
+    at = moment
+    for _ in range(len(mailed) + 2):
+        at, skipped = _opening(at, schedule.send_window, zone, closed)
+        passed.extend(skipped)
+        free = at if cap is None else cap_allows(cap, mailed, at)
+        if free == at:
+            return Placement(at, tuple(passed), capped)
+        at, capped = free, True
+    raise AssertionError("unreachable: past every mailed time plus `per` the cap is free")
+
+
+def attempted(lead: LeadState, step_id: str, status: DeliveryStatus, at: datetime) -> LeadState:
+    """The lead after an attempt at a step, its mailbox included when the email went out
+    (or may have): what the next step's placement must count."""
+    state = lead.with_attempt(step_id, status, at)
+    return replace(state, mailed=(*state.mailed, at)) if status in MAILED else state
 
 
 def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
@@ -105,8 +200,8 @@ def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:
             continue
         anchor = max((a.at for a in passed), default=lead.enrolled_at)
         zone = lead_zone(schedule, lead.timezone)
-        due = next_opening(anchor + step.delay, schedule.send_window, zone)
-        return NextStep(step, position, due)
+        placed = place(schedule, zone, anchor + step.delay, lead.mailed)
+        return NextStep(step, position, placed.at, placed.closed, placed.capped)
     return None
 
 
@@ -169,16 +264,20 @@ def timeline(
         if until is not None and upcoming.due_at > until:
             return
         yield upcoming
-        state = state.with_sent(upcoming.step.id, upcoming.due_at)
+        state = attempted(state, upcoming.step.id, DeliveryStatus.SENT, upcoming.due_at)
 
 
 def plan_fingerprint(schedule: Schedule) -> str:
     """What decides *when* emails go out; a change here means pending rows must be replanned."""
-    shape = {
+    shape: dict[str, object] = {
         "steps": [(s.id, s.delay.total_seconds()) for s in schedule.steps],
         "window": schedule.send_window.model_dump(mode="json"),
         "timezone": schedule.timezone,
     }
+    # Only when set, so that a schedule without them keeps the fingerprint it had.
+    for name in ("closed", "holidays", "frequency_cap"):
+        if getattr(schedule, name):
+            shape[name] = schedule.model_dump(mode="json")[name]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 

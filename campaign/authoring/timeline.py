@@ -14,6 +14,10 @@ still open at its time as if taken, and one already settled against the lead as 
 `simulate` lets synthetic leads click and book, and judges it as the dispatcher does. After
 a skipped step the next one's delay counts from the last email actually sent (or it goes at
 once, when that time has passed). A subject test's row carries the variant the lead gets.
+
+A row moved off a closed day, or held back by the frequency cap, says so in its `note`. The
+cap counts what every series sent the lead; a pending row planned before another series
+mailed the lead is shown where the dispatcher's last look will move it.
 """
 
 from __future__ import annotations
@@ -38,9 +42,13 @@ from campaign.config.schedule import Schedule, variant_name
 from campaign.model import DeliveryStatus, LeadState, LeadStatus
 from campaign.planner import (
     NextStep,
+    Placement,
+    attempted,
+    cap_allows,
     choose_variant,
     lead_zone,
     next_step,
+    place,
     plan_fingerprint,
     plan_key,
 )
@@ -75,6 +83,7 @@ class PlannedEmail:
     variant: int | None = None  # which subject of a subject test; None for one subject
     branch: Branch | None = None  # a conditional step's condition and what is known of it
     reaction: Reaction = Reaction.NONE  # what a synthetic lead did with it (`simulate`)
+    note: str = ""  # why it goes then: moved off a closed day, waiting for the frequency cap
 
     def sort_key(self) -> tuple[datetime, str, int]:
         return (self.at, self.email, self.position)
@@ -95,12 +104,43 @@ class PlanNotes:
 
     leads: int = 0
     inactive: int = 0
+    paused: int = 0  # `leads pause`: nothing planned until resumed
     in_flight: int = 0
     replanned: bool = False
     disagree: list[str] = field(default_factory=list)
 
 
 # -- one lead ------------------------------------------------------------------------------
+
+
+def shift_note(schedule: Schedule, placed: Placement) -> str:
+    """Why an email goes later than its delay says: "waits for the frequency cap: 1 per 2
+    days", "moved from Fri 25 Dec: closed"; empty when nothing moved it."""
+    parts = []
+    cap = schedule.frequency_cap
+    if placed.capped and cap is not None:
+        parts.append(f"waits for the frequency cap: {cap.describe()}")
+    if placed.closed:
+        days = [f"{d:%a} {d.day} {d:%b}: {schedule.closed_reason(d)}" for d in placed.closed[:3]]
+        more = ", ..." if len(placed.closed) > 3 else ""
+        parts.append(f"moved from {', '.join(days)}{more}")
+    return "; ".join(parts)
+
+
+def _when(
+    schedule: Schedule, state: LeadState, upcoming: NextStep, at: datetime
+) -> tuple[datetime, str]:
+    """When the step goes that the walk puts at `at`, and why then. At the planner's own
+    time, its placement says why; at another (the pending row's, or overdue and so now),
+    the frequency cap may still hold it back at the dispatcher's last look, which moves it
+    as the planner would."""
+    if at == upcoming.due_at:
+        return at, shift_note(schedule, Placement(at, upcoming.closed, upcoming.capped))
+    cap = schedule.frequency_cap
+    if cap is None or cap_allows(cap, state.mailed, at) == at:
+        return at, ""
+    placed = place(schedule, lead_zone(schedule, state.timezone), at, state.mailed)
+    return placed.at, shift_note(schedule, placed)
 
 
 def _email(
@@ -110,6 +150,7 @@ def _email(
     at: datetime,
     overdue: bool,
     branch: Branch | None,
+    note: str = "",
 ) -> PlannedEmail:
     """One row, with the subject this lead gets (its variant of a subject test)."""
     zone = lead_zone(schedule, lead.state.timezone)
@@ -128,6 +169,7 @@ def _email(
         overdue,
         variant,
         branch,
+        note=note,
     )
 
 
@@ -154,8 +196,8 @@ def _walk(
     the skip); with `behaviour`, the lead answers each email it gets, and a booking may end
     the series."""
     state = lead.state
-    if state.status != LeadStatus.ACTIVE:
-        return
+    if state.status != LeadStatus.ACTIVE or lead.paused:
+        return  # nothing goes to a paused lead until it is resumed
     upcoming = next_step(schedule, state)
     if upcoming is None:
         return
@@ -164,11 +206,17 @@ def _walk(
     at = max(at, now)
     answer = behaviour.answers(schedule, lead.lead_id) if behaviour else None
     while until is None or at <= until:
-        row = _email(schedule, lead, upcoming, at, overdue, judge(schedule, upcoming.step, state))
+        branch = judge(schedule, upcoming.step, state)
+        note = ""
+        if not (branch and branch.skipped):  # a skipped step sends nothing to hold back
+            at, note = _when(schedule, state, upcoming, at)
+            if until is not None and at > until:
+                return
+        row = _email(schedule, lead, upcoming, at, overdue, branch, note)
         if row.skipped:
             state = state.with_attempt(row.step_id, DeliveryStatus.SKIPPED, at)
         else:
-            state = state.with_sent(row.step_id, at)
+            state = attempted(state, row.step_id, DeliveryStatus.SENT, at)
             if answer is not None:
                 state, reaction = answer(row.step_id, state)
                 row = replace(row, reaction=reaction)
@@ -231,7 +279,10 @@ def disagreement(schedule: Schedule, lead: LeadPlan) -> str | None:
     stored = f"{pending.step_id} at {pending.due_at:%Y-%m-%d %H:%M} UTC"
     if first is None or first.step.id != pending.step_id:
         return f"{lead.email}: the store has {stored}, the planner says {planned}"
-    if pending.attempts == 0 and first.due_at != pending.due_at:
+    # The planner counts other series' emails against the frequency cap; the row, planned
+    # by this series, is moved at the last look instead.
+    held = first.capped and pending.due_at < first.due_at
+    if pending.attempts == 0 and first.due_at != pending.due_at and not held:
         return f"{lead.email}: the store has {stored}, the planner says {planned}"
     return None
 
@@ -262,6 +313,8 @@ def plan_store(
             notes.leads += 1
             if lead.state.status != LeadStatus.ACTIVE:
                 notes.inactive += 1
+            elif lead.paused:
+                notes.paused += 1
             elif any(a.status == DeliveryStatus.SENDING for a in lead.state.history):
                 notes.in_flight += 1
             elif not notes.replanned and (problem := disagreement(schedule, lead)):

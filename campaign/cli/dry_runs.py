@@ -312,7 +312,7 @@ def schedule_diff(
 def email_rows(
     schedule: Schedule, emails: Sequence[PlannedEmail], columns: Sequence[str]
 ) -> list[tuple[str, ...]]:
-    """The cells of each row; "if" and "variant" only when `columns` has them."""
+    """The cells of each row; "if", "variant" and "note" only when `columns` has them."""
     total = len(schedule.steps)
     rows = []
     for item in emails:
@@ -323,6 +323,7 @@ def email_rows(
             "step": f"{item.position + 1}/{total} {item.step_id}",
             "if": item.branch.text if item.branch else "",
             "variant": item.variant_name,
+            "note": item.note,
             "subject": "(not sent)" if item.skipped else item.subject,
         }
         rows.append(tuple(cells[column] for column in columns))
@@ -330,10 +331,11 @@ def email_rows(
 
 
 def email_columns(emails: Sequence[PlannedEmail]) -> tuple[str, ...]:
-    """The columns of the list: a condition's and a subject test's only when a row has one,
-    so a plain series reads as before."""
+    """The columns of the list: a condition's, a subject test's and a note (a closed day, the
+    frequency cap) only when a row has one, so a plain series reads as before."""
     branches = any(item.branch for item in emails)
     variants = any(item.variant is not None for item in emails)
+    notes = any(item.note for item in emails)
     return (
         "when (UTC)",
         "lead's local time",
@@ -341,6 +343,7 @@ def email_columns(emails: Sequence[PlannedEmail]) -> tuple[str, ...]:
         "step",
         *(("if",) if branches else ()),
         *(("variant",) if variants else ()),
+        *(("note",) if notes else ()),
         "subject",
     )
 
@@ -405,6 +408,12 @@ def print_notes(console: Console, notes: PlanNotes) -> None:
         console.print(
             f"{notes.inactive} lead(s) are not active (unconfirmed, unsubscribed, "
             "bounced or converted): nothing is planned for them",
+            highlight=False,
+        )
+    if notes.paused:
+        console.print(
+            f"{notes.paused} lead(s) are paused (`leads resume` lets them go on): nothing "
+            "is planned for them",
             highlight=False,
         )
     if notes.in_flight:

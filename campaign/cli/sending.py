@@ -54,7 +54,9 @@ def print_report(report: RunReport) -> None:
     console.print(
         f"sent {report.sent}, retrying {report.retried}, failed {report.failed} "
         f"(bounced {report.bounced}), cancelled {report.cancelled}, "
-        f"in doubt {report.in_doubt}" + (f", skipped {report.skipped}" if report.skipped else "")
+        f"in doubt {report.in_doubt}"
+        + (f", skipped {report.skipped}" if report.skipped else "")
+        + (f", held by the frequency cap {report.capped}" if report.capped else "")
     )
     if report.paused:
         console.print(f"paused: {report.paused}", markup=False, highlight=False)

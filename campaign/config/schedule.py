@@ -12,10 +12,10 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import time, timedelta
+from datetime import date, datetime, time, timedelta
 from email.utils import getaddresses
 from enum import StrEnum
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,8 +27,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     HttpUrl,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -301,6 +303,115 @@ class SendWindow(_Model):
         return frozenset(WEEKDAYS.index(day) for day in self.days)
 
 
+# A schedule must open at least once in this many days whatever its closed dates, so that
+# finding the next opening always ends (`Schedule._opens_again`, `planner.next_opening`).
+MAX_CLOSED_RUN = 366
+MAX_CLOSED_DATES = 1000
+
+
+def _closed_date(value: Any) -> Any:
+    """A closed day as YAML reads it (2026-12-25 is already a date) or as quoted text; a time
+    of day makes no sense for a whole closed day."""
+    if isinstance(value, datetime):
+        raise ValueError(
+            f"{value.isoformat(sep=' ')} has a time; write the day only, like 2026-12-25"
+        )
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{value!r} is not a date; write it like 2026-12-25 (year-month-day)")
+
+
+ClosedDate = Annotated[date, BeforeValidator(_closed_date)]
+
+
+@cache
+def _supported_calendars() -> dict[str, list[str]]:
+    """The countries the `holidays` package knows, with their subdivisions. Imported only
+    for a schedule that names holidays: the package takes a moment to load."""
+    import holidays as calendars
+
+    return dict(calendars.list_supported_countries())
+
+
+@cache
+def holiday_names(country: str, subdivision: str | None, year: int) -> dict[date, str]:
+    """One year's public holidays, computed once per process; a new calendar object per
+    year, so threads never share one that is still filling in its years."""
+    import holidays as calendars
+
+    found = calendars.country_holidays(country, subdiv=subdivision, years=year)
+    return {day: str(name) for day, name in found.items()}
+
+
+class Holidays(_Model):
+    """A country's public holidays (and its subdivision's, like a US state), no email
+    landing on one: `holidays: {country: US, subdivision: IL}`."""
+
+    country: Annotated[str, Field(min_length=2, max_length=3)]
+    subdivision: Annotated[str, Field(min_length=1, max_length=40)] | None = None
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _known(self) -> Holidays:
+        known = _supported_calendars()
+        if self.country not in known:
+            close = wording.did_you_mean(self.country, list(known))
+            raise _FieldValueError(
+                ("country",),
+                f"{self.country!r} is not a country the holidays calendar knows; write its "
+                f"two-letter code, like US, GB or DE.{close}",
+            )
+        subdivisions = known[self.country]
+        if self.subdivision is not None and self.subdivision not in subdivisions:
+            listing = ", ".join(subdivisions[:60]) or "none"
+            raise _FieldValueError(
+                ("subdivision",),
+                f"{self.subdivision!r} is not a subdivision of {self.country}; "
+                f"its subdivisions: {listing}",
+            )
+        return self
+
+    def on(self, day: date) -> str | None:
+        """The holiday's name on `day`, or None."""
+        return holiday_names(self.country, self.subdivision, day.year).get(day)
+
+
+class FrequencyCap(_Model):
+    """At most `max` emails to one lead within any `per`, from every series together."""
+
+    max: Annotated[int, Field(ge=1, le=100)]
+    per: Delay
+
+    @field_validator("per")
+    @classmethod
+    def _positive(cls, per: timedelta) -> timedelta:
+        if not timedelta(minutes=1) <= per <= timedelta(days=365):
+            raise ValueError(f"{format_delay(per)!r} must be from 1m to 365d, like 2d")
+        return per
+
+    def describe(self) -> str:
+        """As `plan` says it: `1 per 2 days`, `3 per week`, `2 per 12 hours`."""
+        seconds = int(self.per.total_seconds())
+        if seconds == 7 * 86400:
+            span = "week"
+        elif seconds % 86400 == 0:
+            span = "day" if seconds == 86400 else f"{seconds // 86400} days"
+        elif seconds % 3600 == 0:
+            span = "hour" if seconds == 3600 else f"{seconds // 3600} hours"
+        else:
+            span = format_delay(self.per)
+        return f"{self.max} per {span}"
+
+
 class PersonalField(_Model):
     fallback: Annotated[str, Field(max_length=200)] = ""
 
@@ -340,6 +451,19 @@ def _variant(value: Any) -> Any:
 Variant = Annotated[SubjectVariant, BeforeValidator(_variant)]
 
 
+def _subjects_kind(value: Any) -> str:
+    return "list[test]" if isinstance(value, list) else "str[one]"
+
+
+# One subject, or a subject test's list: only the kind written is validated, so a mistake
+# in either is reported once, in its own words. (The tags carry "[" so that error paths leave
+# them out, as they do pydantic's own union branch names: see `_error_path`.)
+Subjects = Annotated[
+    Annotated[SubjectLine, Tag("str[one]")] | Annotated[list[Variant], Tag("list[test]")],
+    Discriminator(_subjects_kind),
+]
+
+
 class Condition(_Model):
     """When a step is sent, judged when it falls due: otherwise it is skipped (never sent,
     never retried) and the series goes on. Exactly one of the fields is given."""
@@ -375,7 +499,7 @@ class Step(_Model):
     id: StepId
     template: Annotated[str, Field(min_length=1, max_length=200)]
     # One subject, or a subject test: a list of subjects (or {subject, weight}), one per lead.
-    subject: SubjectLine | list[Variant]
+    subject: Subjects
     preheader: Annotated[OneLine, Field(max_length=250)] = ""
     delay: Delay
     condition: Condition | None = Field(default=None, alias="if")
@@ -437,6 +561,12 @@ class Schedule(_Model):
     # Settings new-series copied from another series, with the value copied: `schedule
     # check` asks for a review of each while it still has that value.
     inherited: dict[Literal[INHERITED_FIELDS], str] = Field(default_factory=dict)  # type: ignore[valid-type]
+    # Days no email lands on, in each lead's own time zone: dates, and a country's holidays.
+    closed: Annotated[list[ClosedDate], Field(max_length=MAX_CLOSED_DATES)] = Field(
+        default_factory=list
+    )
+    holidays: Holidays | None = None
+    frequency_cap: FrequencyCap | None = None
     steps: Annotated[list[Step], Field(min_length=1, max_length=100)]
 
     @field_validator("exit_on")
@@ -502,6 +632,49 @@ class Schedule(_Model):
                     "email together with the one before it",
                 )
         return steps
+
+    @model_validator(mode="after")
+    def _opens_again(self) -> Schedule:
+        """Closed dates may not shut the send window for a whole year: the next opening must
+        always be found. Only runs of closed dates can do that (a window day comes every
+        week, and holidays alone never close one for long), so only they are walked."""
+        if not self.closed:
+            return self
+        weekdays = self.send_window.weekdays
+        open_after = date.min
+        for start in sorted(self.closed_dates):
+            if start < open_after:
+                continue  # inside a run already walked, which ended at an open day
+            day = start
+            while day.weekday() not in weekdays or self.is_closed(day):
+                day += timedelta(days=1)
+                if day - start >= timedelta(days=MAX_CLOSED_RUN):
+                    raise _FieldValueError(
+                        ("closed",),
+                        f"from {start.isoformat()} every day of the send window is closed for "
+                        f"more than {MAX_CLOSED_RUN} days; leave at least one open day a year",
+                    )
+            open_after = day
+        return self
+
+    @cached_property
+    def closed_dates(self) -> frozenset[date]:
+        return frozenset(self.closed)
+
+    @property
+    def has_closed_days(self) -> bool:
+        return bool(self.closed) or self.holidays is not None
+
+    def closed_reason(self, day: date) -> str | None:
+        """Why no email lands on this local date (`closed`, or the holiday's name), or None
+        when it is open."""
+        if day in self.closed_dates:
+            return "closed"
+        holiday = self.holidays.on(day) if self.holidays is not None else None
+        return f"closed ({holiday})" if holiday else None
+
+    def is_closed(self, day: date) -> bool:
+        return self.closed_reason(day) is not None
 
     @cached_property
     def steps_by_id(self) -> dict[str, Step]:
@@ -571,7 +744,14 @@ class _Reader:
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.read(item, (*path, i)) for i, item in enumerate(node.value)]
-        return self._scalars.construct_object(node)
+        try:
+            return self._scalars.construct_object(node)
+        except ValueError:
+            # A date that does not exist (2026-02-30): the text, which validation then
+            # refuses at its own line.
+            if node.tag != "tag:yaml.org,2002:timestamp":
+                raise
+            return node.value
 
     def _mapping(self, node: yaml.MappingNode, path: Path_) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -39,10 +39,14 @@ from campaign.model import (
     Start,
 )
 from campaign.planner import (
+    MAILED,
+    attempted,
     choose_variant,
+    closed_days,
     lead_zone,
     next_delivery,
     next_opening,
+    place,
     plan_fingerprint,
     plan_key,
     skip_reason,
@@ -64,7 +68,7 @@ from campaign.sending.transport import (
     Unsupported,
 )
 from campaign.store import DatabaseError, Store
-from campaign.store.queue import Plan
+from campaign.store.queue import Cap, Plan
 
 log = logging.getLogger("campaign.sending.dispatcher")
 DEFAULT_LEASE = timedelta(minutes=10)
@@ -84,6 +88,7 @@ class Outcome(enum.StrEnum):
     UNKNOWN = "unknown"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"
+    CAPPED = "capped"
     STOPPED = "stopped"
 
 
@@ -91,6 +96,7 @@ _LOG_LEVELS = {
     Outcome.SENT: logging.INFO,
     Outcome.CANCELLED: logging.INFO,
     Outcome.SKIPPED: logging.INFO,
+    Outcome.CAPPED: logging.INFO,
     Outcome.STOPPED: logging.ERROR,
 }
 
@@ -124,11 +130,13 @@ class RunReport:
     bounced: int = 0
     cancelled: int = 0
     skipped: int = 0  # their condition (`if:`) was false when they fell due
+    capped: int = 0  # held back by the frequency cap: back in the queue for later, not lost
     in_doubt: int = 0
     replanned: int = 0
     unbuilt: int = 0  # of `failed`: no message could be built (the lead's data, a template)
     stopped: str | None = None
-    paused: str | None = None  # a rate limit ended the run early; not an error
+    # A rate limit ended the run early, or the series is paused (`series pause`); not an error.
+    paused: str | None = None
     errors: list[str] = field(default_factory=list)
     run_id: str | None = None  # tags the leads this run bounced, to reactivate them together
 
@@ -166,14 +174,20 @@ def _state(
     exclude: str | None,
     clicks: tuple[tuple[str, str], ...] = (),
 ) -> LeadState:
-    """The planner's view of a lead from what the store read (`exclude`: the step in flight)."""
+    """The planner's view of a lead from what the store read (`exclude`: the step in flight).
+    Its mailbox is this series' emails only (the confirmation email answers a signup and is
+    not counted): other series' are counted at the last look (`Queue.start_capped`), which
+    moves an email the cap holds back."""
     history = tuple(
         Attempt(step, DeliveryStatus(status), at) for step, status, at in rows if step != exclude
     )
+    mailed = tuple(a.at for a in history if a.status in MAILED and a.step_id != CONFIRM_STEP)
     if lead is None:
-        return LeadState(enrolled_at, history=history)
+        return LeadState(enrolled_at, history=history, mailed=mailed)
     status = LeadStatus(lead.status)
-    return LeadState(enrolled_at, lead.timezone, status, history, clicks, lead.attributes)
+    return LeadState(
+        enrolled_at, lead.timezone, status, history, clicks, lead.attributes, mailed=mailed
+    )
 
 
 def lead_plan(schedule: Schedule, lead: Lead | None, status: LeadStatus | None = None) -> Plan:
@@ -201,7 +215,7 @@ def next_after(
     if claim.enrolled_at is None or claim.step_id == CONFIRM_STEP:
         return None
     state = _state(claim.enrolled_at, claim.lead, claim.history, claim.step_id)
-    return next_delivery(schedule, state.with_attempt(claim.step_id, outcome, at))
+    return next_delivery(schedule, attempted(state, claim.step_id, outcome, at))
 
 
 class Dispatcher:
@@ -347,13 +361,31 @@ class Dispatcher:
         self._finish()
 
     def _next(self, run_now: datetime, report: RunReport, max_messages: int | None) -> Claim | None:
-        """The next reserved delivery, reserving a new run of them when none is left."""
+        """The next reserved delivery, reserving a new run of them when none is left.
+
+        Each reservation checks first, in its own transaction, whether the series is paused
+        (`series pause`, shared by every worker): then it takes nothing, and the run ends
+        saying so. A pause also puts back what was reserved before it, so the rows still in
+        `_reserved` find nothing to start."""
         if not self._reserved:
             room = self.reservation
             if max_messages is not None:
                 room = min(room, max_messages - report.sent - report.failed)
             self._reserved.extend(self._reserve(run_now, self.clock(), room))
+            if not self._reserved:
+                self._say_if_paused(report)
         return self._reserved.popleft() if self._reserved else None
+
+    def _say_if_paused(self, report: RunReport) -> None:
+        """Why an empty reservation may have been empty: asked only then, once per drain."""
+        since = self.store.meta.series_paused_since(self.campaign_id)
+        if since is None:
+            return
+        report.paused = (
+            f"series {self.campaign_id} is paused since {since:%Y-%m-%d %H:%M}Z: its emails "
+            f"stay queued until `series resume {self.campaign_id}`"
+        )
+        log.info("paused: %s", report.paused)
 
     def _reserve(self, due_before: datetime, now: datetime, limit: int) -> list[Claim]:
         return self.store.queue.reserve(
@@ -433,15 +465,18 @@ class Dispatcher:
         try:
             built = self._build(claim, message_id, sender)
             if isinstance(built, Built):
-                outcome = self.store.queue.start(
-                    claim, self.clock(), self._unrecorded, built.variant
-                )
+                outcome = self._start(claim, built.variant)
             else:
                 outcome = self._settle_unsendable(claim, built)
         except BaseException:
             self._reserved.appendleft(claim)  # not started: `_finish` hands it back
             raise
         self._unrecorded = None  # only once committed: if not, `_finish` tries again
+        if isinstance(outcome, datetime):
+            report.capped += 1
+            waits = f"the frequency cap holds it until {outcome:%Y-%m-%d %H:%M}Z"
+            _log(claim, Outcome.CAPPED, None, started, waits)
+            return True
         if outcome is Start.LEFT:
             report.cancelled += 1
             _log(claim, Outcome.CANCELLED, None, started, "lead left the series")
@@ -463,6 +498,22 @@ class Dispatcher:
         report.sent += 1
         _log(claim, Outcome.SENT, 250, started)
         return True
+
+    def _start(self, claim: Claim, variant: int) -> Start | datetime:
+        """Put the message in flight, or, when the frequency cap holds its lead back now
+        (another series or worker may have mailed it since it was planned), move it to the
+        first time the cap and the send window allow (returned)."""
+        now = self.clock()
+        cap = self.schedule.frequency_cap
+        if cap is None or claim.step_id == CONFIRM_STEP:  # a confirmation answers a signup
+            return self.store.queue.start(claim, now, self._unrecorded, variant)
+        zone = lead_zone(self.schedule, claim.lead.timezone)
+
+        def defer(mailed: list[datetime]) -> datetime:
+            return place(self.schedule, zone, now, mailed).at
+
+        limit = Cap(cap.max, cap.per, defer)
+        return self.store.queue.start_capped(claim, now, limit, self._unrecorded, variant)
 
     def _settle_unsendable(self, claim: Claim, unsendable: Unsendable) -> Start:
         """End a row with no message to send, without putting it in flight, so that a crash
@@ -622,6 +673,7 @@ class Dispatcher:
                     retry_at,
                     self.schedule.send_window,
                     lead_zone(self.schedule, claim.lead.timezone),
+                    closed_days(self.schedule),
                 )
             self.store.queue.record_retry(claim, str(exc), exc.code, retry_at, now)
             report.retried += 1

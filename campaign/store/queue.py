@@ -11,7 +11,8 @@ LOCKED`; SQLite serialises writers with `BEGIN IMMEDIATE`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -36,13 +37,17 @@ from campaign.model import (
     ClickSource,
     DeliveryStatus,
     EnrollmentState,
+    Lead,
     LeadStatus,
     PlannedDelivery,
     Sent,
     Start,
+    address_key,
 )
+from campaign.store.audit import Audit, lead_target
 from campaign.store.database import Database, from_db, from_db_or_none, to_db
 from campaign.store.leads import lead_from_row, move_status
+from campaign.store.meta import pause_since, series_pause_key
 from campaign.store.prepared import Prepared
 from campaign.store.schema import (
     NOT_HISTORY_STATUSES,
@@ -51,6 +56,7 @@ from campaign.store.schema import (
     deliveries,
     enrollments,
     leads,
+    meta,
     suppressions,
 )
 from campaign.store.suppressions import lift_for_lead
@@ -70,12 +76,21 @@ SENDABLE = or_(
 )
 
 
+# A lead paused in the series (`leads pause`) is sent nothing: its queued row was taken back
+# by the pause, and a row planned later by its message then in flight waits for the resume.
+NOT_PAUSED = ~exists().where(
+    enrollments.c.lead_id == deliveries.c.lead_id,
+    enrollments.c.campaign_id == deliveries.c.campaign_id,
+    enrollments.c.state == EnrollmentState.PAUSED,
+)
+
+
 # -- the per-message statements, built once: building one costs more than running it --------
 
 
 def _due(campaign: Any, now: Any, limit: Any) -> Select:
-    """The next due deliveries of leads they may go to (`SENDABLE`), in claim order (served
-    by ix_deliveries_due).
+    """The next due deliveries of leads they may go to (`SENDABLE`, not paused), in claim
+    order (served by ix_deliveries_due).
 
     `'pending'` is a literal so the partial index matches even in a generic prepared plan.
     """
@@ -87,6 +102,7 @@ def _due(campaign: Any, now: Any, limit: Any) -> Select:
             deliveries.c.status == PENDING,
             deliveries.c.due_at <= now,
             SENDABLE,
+            NOT_PAUSED,
         )
         .order_by(deliveries.c.due_at, deliveries.c.id)
         .limit(limit)
@@ -193,6 +209,10 @@ START = (
         variant=bindparam("start_variant", type_=Integer),
     )
 )
+# A series' pause (`series pause`), read by every reservation under a shared lock: a pause
+# writing it waits for the reservations under way, and those after it see it.
+SERIES_FLAG = select(meta.c.value).where(meta.c.key == bindparam("pause_key"))
+SERIES_FLAG_SHARED = SERIES_FLAG.with_for_update(read=True)
 MARK_SENT = (
     update(deliveries)
     .where(deliveries.c.id == bindparam("delivery"))
@@ -220,6 +240,35 @@ PLANNED_COLUMNS = (
 # What a claimed row goes back to when it is to be tried again (or not at all, yet).
 UNCLAIMED = {"status": PENDING, "claimed_at": None, "claimed_by": None}
 
+# The frequency cap's last look (`Queue.start_capped`): the lead's row locked, so starts for
+# one lead from any series or worker take turns, then its emails that count against the cap
+# (every series; sent, in flight or in doubt) since the window began, found through
+# uq_delivery, whose first column is the lead.
+LOCK_LEAD = select(leads.c.id).where(leads.c.id == bindparam("lead")).with_for_update()
+MAILED_AT = func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at)
+RECENTLY_MAILED = select(MAILED_AT).where(
+    deliveries.c.lead_id == bindparam("lead"),
+    deliveries.c.status.in_([DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]),
+    deliveries.c.step_id != CONFIRM_STEP,  # it answers the lead's own signup
+    bindparam("since", type_=DateTime) < MAILED_AT,
+)
+# A capped row goes back to the queue for later, no attempt spent, if it is still this
+# worker's and its lead may still be mailed (else `_not_ours` says why not).
+DEFER = (
+    update(deliveries)
+    .where(
+        deliveries.c.id == bindparam("delivery"),
+        deliveries.c.status == DeliveryStatus.CLAIMED,
+        deliveries.c.claimed_by == bindparam("worker"),
+        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE, ~SUPPRESSED),
+    )
+    .values(
+        **UNCLAIMED,
+        due_at=bindparam("defer_to", type_=DateTime),
+        updated_at=bindparam("defer_now", type_=DateTime),
+    )
+)
+
 
 def _settled(claim: Claim, now: datetime, **values: Any) -> Update:
     """The one statement that ends a claim: the outcome's columns plus the time it changed."""
@@ -233,6 +282,89 @@ def _settled(claim: Claim, now: datetime, **values: Any) -> Update:
 def _history(conn: Connection, lead_id: int, campaign_id: str) -> History:
     rows = conn.execute(HISTORY, {"lead": lead_id, "campaign": campaign_id}).all()
     return [(s, st, from_db(at)) for s, st, at in rows]
+
+
+def _series_paused(conn: Connection, db: Database, campaign_id: str) -> bool:
+    """Whether the series is paused, read in a reservation's transaction with its row share
+    locked (see `SERIES_FLAG`). The row is made by the first reservation that finds none, and
+    read again: a pause that made it meanwhile is seen."""
+    key = {"pause_key": series_pause_key(campaign_id)}
+    flag = conn.execute(SERIES_FLAG_SHARED, key).scalar()
+    if flag is None:
+        conn.execute(
+            db.insert(meta).values(key=key["pause_key"], value="").on_conflict_do_nothing()
+        )
+        flag = conn.execute(SERIES_FLAG_SHARED, key).scalar()
+    return bool(flag)
+
+
+@dataclass(frozen=True)
+class Cap:
+    """The frequency cap at the last look: at most `most` emails to a lead within `per`,
+    from every series; `defer` (the planner's) says when a capped email may go, from the
+    times the lead was mailed within the last `per`."""
+
+    most: int
+    per: timedelta
+    defer: Callable[[list[datetime]], datetime]
+
+
+@dataclass(frozen=True)
+class LeadPause:
+    """What `pause_lead` or `resume_lead` found, and what it did (`changed`)."""
+
+    lead_id: int
+    email: str
+    status: LeadStatus  # the lead's own
+    enrollment: str | None  # its state in the series before; None when not enrolled in it
+    changed: bool = False
+    taken_back: int = 0  # the queued emails a pause took back
+    planned: PlannedDelivery | None = None  # what a resume planned next
+    in_flight: bool = False  # a resume found an email in flight: its outcome plans the next
+
+
+@dataclass(frozen=True)
+class SeriesPause:
+    """What `pause_series` or `resume_series` found (`since`: paused since then, or None),
+    and what it did."""
+
+    since: datetime | None
+    changed: bool = False
+    taken_back: int = 0  # reserved rows a pause put back in the queue, unsent
+    queued: int = 0  # the series' queued emails, which wait for the resume
+
+
+def _lead_for_pause(
+    conn: Connection, email: str, campaign_id: str
+) -> tuple[Lead, str | None] | None:
+    """The lead with this address and its enrollment's state, both locked, or None."""
+    row = (
+        conn.execute(select(leads).where(leads.c.email_key == address_key(email)).with_for_update())
+        .mappings()
+        .first()
+    )
+    if row is None:
+        return None
+    state = conn.execute(
+        select(enrollments.c.state)
+        .where(enrollments.c.lead_id == row["id"], enrollments.c.campaign_id == campaign_id)
+        .with_for_update()
+    ).scalar()
+    return lead_from_row(row), None if state is None else str(state)
+
+
+def _set_enrollment(
+    conn: Connection, lead_id: int, campaign_id: str, was: EnrollmentState, to: EnrollmentState
+) -> None:
+    conn.execute(
+        update(enrollments)
+        .where(
+            enrollments.c.lead_id == lead_id,
+            enrollments.c.campaign_id == campaign_id,
+            enrollments.c.state == was,
+        )
+        .values(state=to)
+    )
 
 
 def _not_ours(conn: Connection, claim: Claim, now: datetime) -> Start:
@@ -304,7 +436,8 @@ class Queue:
         )
 
     def enrolled_leads(self, campaign_id: str, batch: int = 1000) -> Iterator[list[int]]:
-        """Ids of every lead still in the series, in batches, for replanning after an edit."""
+        """Ids of every lead still in the series and not paused, in batches, for replanning
+        after an edit (a paused lead is replanned when it resumes)."""
         last = 0
         while True:
             with self.db.read() as conn:
@@ -314,6 +447,7 @@ class Queue:
                         .join(leads, leads.c.id == enrollments.c.lead_id)
                         .where(
                             enrollments.c.campaign_id == campaign_id,
+                            enrollments.c.state != EnrollmentState.PAUSED,
                             leads.c.status == LeadStatus.ACTIVE,
                             enrollments.c.lead_id > last,
                         )
@@ -334,7 +468,8 @@ class Queue:
         `plan` gets when the lead enrolled and its history (not the pending plan) as read
         inside this transaction, with the lead's rows locked (on SQLite the whole write lock
         is held): a sender recording or starting one of them meanwhile cannot make the
-        answer stale, and drop the lead's next step. A lead not enrolled is left alone.
+        answer stale, and drop the lead's next step. A lead not enrolled, or paused, is left
+        alone: its resume plans it.
         """
         with self.db.tx() as conn:
             statuses = conn.execute(
@@ -345,13 +480,13 @@ class Queue:
             if DeliveryStatus.SENDING in set(statuses):
                 return  # in flight: the outcome will plan what comes next
             enrolled = conn.execute(
-                select(enrollments.c.enrolled_at).where(
+                select(enrollments.c.enrolled_at, enrollments.c.state).where(
                     enrollments.c.lead_id == lead_id, enrollments.c.campaign_id == campaign_id
                 )
-            ).scalar()
-            if enrolled is None:
+            ).first()
+            if enrolled is None or enrolled.state == EnrollmentState.PAUSED:
                 return
-            planned = plan(from_db(enrolled), _history(conn, lead_id, campaign_id))
+            planned = plan(from_db(enrolled.enrolled_at), _history(conn, lead_id, campaign_id))
             self.replace_queued(conn, lead_id, campaign_id, planned, now)
 
     def replace_queued(
@@ -399,7 +534,8 @@ class Queue:
         the links they opened, for steps' conditions), so that sending needs no other read to
         render, to judge and to plan each lead's next step. Nothing is in doubt yet: a
         reserved row that is never started goes back to the queue when released or when its
-        lease runs out.
+        lease runs out. A paused series (`pause_series`) reserves nothing: the check is in
+        this transaction, so no worker reserves past a pause once it is committed.
         """
         params = {
             "campaign": campaign_id,
@@ -409,6 +545,8 @@ class Queue:
             "claim_worker": worker,
         }
         with self.db.tx() as conn:
+            if _series_paused(conn, self.db, campaign_id):
+                return []  # the rows stay queued (`paused_since` says why)
             rows = sorted(conn.execute(RESERVE, params).all(), key=lambda r: (r.due_at, r.id))
             if not rows:
                 return []
@@ -460,6 +598,46 @@ class Queue:
             if self._start_sql.run(conn, params):
                 return Start.GO
             return _not_ours(conn, claim, now)
+
+    def start_capped(
+        self, claim: Claim, now: datetime, cap: Cap, after: Sent | None = None, variant: int = 0
+    ) -> Start | datetime:
+        """`start` under a frequency cap: the lead's row is locked first, so two series or
+        workers cannot both pass the count for one lead; a lead mailed `cap.most` times within
+        the last `cap.per` is not mailed now, its row goes back to the queue until the time
+        `cap.defer` gives (returned), no attempt spent. Used only when a cap is configured,
+        so the send path without one keeps its single prepared statement."""
+        with self.db.tx() as conn:
+            if after is not None:
+                self._record_sent(conn, after)
+            conn.execute(LOCK_LEAD, {"lead": claim.lead_id})
+            mailed = [
+                from_db(at)
+                for at in conn.execute(
+                    RECENTLY_MAILED, {"lead": claim.lead_id, "since": to_db(now - cap.per)}
+                ).scalars()
+            ]
+            if len(mailed) < cap.most:
+                params = {
+                    "delivery": claim.delivery_id,
+                    "worker": claim.worker,
+                    "start_now": to_db(now),
+                    "start_variant": variant,
+                }
+                if self._start_sql.run(conn, params):
+                    return Start.GO
+                return _not_ours(conn, claim, now)
+            until = cap.defer(mailed)
+            deferred = conn.execute(
+                DEFER,
+                {
+                    "delivery": claim.delivery_id,
+                    "worker": claim.worker,
+                    "defer_to": to_db(until),
+                    "defer_now": to_db(now),
+                },
+            ).rowcount
+            return until if deferred else _not_ours(conn, claim, now)
 
     def settle_unsent(
         self,
@@ -574,6 +752,154 @@ class Queue:
         with self.db.tx() as conn:
             conn.execute(_settled(claim, now, **values))
 
+    # -- pauses ----------------------------------------------------------------------------
+
+    def pause_lead(
+        self, email: str, campaign_id: str, now: datetime, actor: str
+    ) -> LeadPause | None:
+        """Keep an active lead in the series but send it nothing: its queued email is taken
+        back (a worker that reserved it then finds nothing to start), and replans pass it by,
+        in one transaction with the audit entry. None when no lead has the address; only an
+        active lead in an active enrollment changes."""
+        with self.db.tx() as conn:
+            found = _lead_for_pause(conn, email, campaign_id)
+            if found is None:
+                return None
+            lead, state = found
+            result = LeadPause(lead.id, lead.email, lead.status, state)
+            if state != EnrollmentState.ACTIVE or lead.status is not LeadStatus.ACTIVE:
+                return result
+            _set_enrollment(
+                conn, lead.id, campaign_id, EnrollmentState.ACTIVE, EnrollmentState.PAUSED
+            )
+            taken = conn.execute(
+                deliveries.delete().where(
+                    deliveries.c.lead_id == lead.id,
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status.in_(QUEUED_STATUSES),
+                )
+            ).rowcount
+            detail = f"series {campaign_id}: {taken} queued email(s) taken back"
+            Audit.record(conn, actor, "pause", lead_target(lead.id), detail, now)
+            return replace(result, changed=True, taken_back=taken)
+
+    def resume_lead(
+        self,
+        email: str,
+        campaign_id: str,
+        plan: Callable[[Lead], Plan],
+        now: datetime,
+        actor: str,
+    ) -> LeadPause | None:
+        """Put a paused lead back in the series, its next step planned by `plan(lead)` from
+        its history (so it waits its delay from the last email actually sent, and a long
+        pause sends one email at the next run, never the missed ones at once), in one
+        transaction with the audit entry. None when no lead has the address."""
+        with self.db.tx() as conn:
+            found = _lead_for_pause(conn, email, campaign_id)
+            if found is None:
+                return None
+            lead, state = found
+            result = LeadPause(lead.id, lead.email, lead.status, state)
+            if state != EnrollmentState.PAUSED:
+                return result
+            _set_enrollment(
+                conn, lead.id, campaign_id, EnrollmentState.PAUSED, EnrollmentState.ACTIVE
+            )
+            statuses = conn.execute(
+                select(deliveries.c.status)
+                .where(deliveries.c.lead_id == lead.id, deliveries.c.campaign_id == campaign_id)
+                .with_for_update()
+            ).scalars()
+            planned = None
+            in_flight = DeliveryStatus.SENDING in set(statuses)
+            if not in_flight:
+                enrolled = conn.execute(
+                    select(enrollments.c.enrolled_at).where(
+                        enrollments.c.lead_id == lead.id, enrollments.c.campaign_id == campaign_id
+                    )
+                ).scalar_one()
+                history = _history(conn, lead.id, campaign_id)
+                planned = plan(lead)(from_db(enrolled), history)
+                self.replace_queued(conn, lead.id, campaign_id, planned, now)
+            detail = f"series {campaign_id}: next " + (
+                f"{planned.step_id} due {planned.due_at:%Y-%m-%d %H:%M}Z" if planned else "nothing"
+            )
+            Audit.record(conn, actor, "resume", lead_target(lead.id), detail, now)
+            return replace(result, changed=True, planned=planned, in_flight=in_flight)
+
+    def paused_leads(self, campaign_id: str) -> int:
+        """How many leads are paused in the series."""
+        with self.db.read() as conn:
+            return conn.execute(
+                select(func.count()).where(
+                    enrollments.c.campaign_id == campaign_id,
+                    enrollments.c.state == EnrollmentState.PAUSED,
+                )
+            ).scalar_one()
+
+    def pause_series(self, campaign_id: str, now: datetime, actor: str) -> SeriesPause:
+        """Stop every worker sending the series: from this commit no reservation takes its
+        rows (`reserve` reads the pause under a lock this waits for), and rows reserved
+        before it go back to the queue unsent, so their `start` finds nothing. Queued rows
+        stay as they are. Pausing a paused series changes nothing."""
+        key = series_pause_key(campaign_id)
+        with self.db.tx() as conn:
+            self._flag(conn, key, "", only_new=True)
+            since = pause_since(
+                conn.execute(SERIES_FLAG.with_for_update(), {"pause_key": key}).scalar()
+            )
+            if since is not None:
+                return SeriesPause(since)
+            self._flag(conn, key, now.astimezone(UTC).isoformat())
+            taken = conn.execute(
+                update(deliveries)
+                .where(
+                    deliveries.c.campaign_id == campaign_id,
+                    deliveries.c.status == DeliveryStatus.CLAIMED,
+                )
+                .values(**UNCLAIMED, updated_at=to_db(now))
+            ).rowcount
+            queued = self._queued(conn, campaign_id)
+            detail = f"{queued} queued email(s) wait; {taken} reserved put back unsent"
+            Audit.record(conn, actor, "pause", f"series {campaign_id}", detail, now)
+            return SeriesPause(now, True, taken, queued)
+
+    def resume_series(self, campaign_id: str, now: datetime, actor: str) -> SeriesPause:
+        """Let the series' queued rows go again, each at its planned time: an email overdue
+        after a long pause goes at the next run, and the lead's next step still waits its
+        full delay from it, so nothing bursts."""
+        key = series_pause_key(campaign_id)
+        with self.db.tx() as conn:
+            was = pause_since(
+                conn.execute(SERIES_FLAG.with_for_update(), {"pause_key": key}).scalar()
+            )
+            if was is None:
+                return SeriesPause(None)
+            self._flag(conn, key, "")
+            queued = self._queued(conn, campaign_id)
+            detail = f"paused since {was:%Y-%m-%d %H:%M}Z; {queued} queued email(s) go on"
+            Audit.record(conn, actor, "resume", f"series {campaign_id}", detail, now)
+            return SeriesPause(was, True, 0, queued)
+
+    def _flag(self, conn: Connection, key: str, value: str, only_new: bool = False) -> None:
+        insert = self.db.insert(meta).values(key=key, value=value)
+        if only_new:
+            conn.execute(insert.on_conflict_do_nothing())
+        else:
+            conn.execute(
+                insert.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value})
+            )
+
+    @staticmethod
+    def _queued(conn: Connection, campaign_id: str) -> int:
+        return conn.execute(
+            select(func.count()).where(
+                deliveries.c.campaign_id == campaign_id,
+                deliveries.c.status.in_(QUEUED_STATUSES),
+            )
+        ).scalar_one()
+
     # -- bounces by mistake ----------------------------------------------------------------
 
     def reactivate(self, lead_id: int, campaign_id: str, plan: Plan, now: datetime) -> bool:
@@ -676,6 +1002,7 @@ class Queue:
                     deliveries.c.campaign_id == campaign_id,
                     deliveries.c.status == PENDING,
                     SENDABLE,
+                    NOT_PAUSED,
                 )
                 .order_by(deliveries.c.due_at, deliveries.c.id)
                 .limit(1)

@@ -14,10 +14,12 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.sql import Select
 
 from campaign.model import (
+    CONFIRM_STEP,
     QUEUED,
     Attempt,
     ClickSource,
     DeliveryStatus,
+    EnrollmentState,
     Lead,
     LeadState,
     LeadStatus,
@@ -46,6 +48,7 @@ class LeadPlan:
     email: str
     state: LeadState
     pending: Pending | None = None
+    paused: bool = False  # `leads pause`: in the series, sent nothing until resumed
 
 
 @dataclass(frozen=True)
@@ -297,6 +300,7 @@ def _enrolled_after(campaign_id: str, last: int, batch: int, email: str | None) 
             leads.c.timezone,
             leads.c.status,
             enrollments.c.enrolled_at,
+            enrollments.c.state,
         )
         .join(
             enrollments,
@@ -366,6 +370,7 @@ def _batch_plans(conn: Connection, campaign_id: str, rows: Sequence[Row]) -> lis
         else:
             history[lead_id].append(Attempt(step_id, DeliveryStatus(status), from_db(at)))
     found, attributes = _behaviour(conn, campaign_id, ids)
+    mailed = _mailed(conn, ids)
     return [
         LeadPlan(
             row.id,
@@ -377,8 +382,30 @@ def _batch_plans(conn: Connection, campaign_id: str, rows: Sequence[Row]) -> lis
                 tuple(history[row.id]),
                 tuple(found[row.id]),
                 attributes.get(row.id, {}),
+                tuple(mailed[row.id]),
             ),
             pending.get(row.id),
+            row.state == EnrollmentState.PAUSED,
         )
         for row in rows
     ]
+
+
+def _mailed(conn: Connection, ids: Sequence[int]) -> dict[int, list[datetime]]:
+    """When each lead of a batch was mailed by any series (sent, in flight or in doubt; not
+    the confirmation email), oldest first: what the frequency cap counts in a dry run."""
+    found: dict[int, list[datetime]] = {i: [] for i in ids}
+    at = func.coalesce(deliveries.c.sent_at, deliveries.c.claimed_at)
+    for lead_id, when in conn.execute(
+        select(deliveries.c.lead_id, at)
+        .where(
+            deliveries.c.lead_id.in_(ids),
+            deliveries.c.status.in_(
+                [DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN]
+            ),
+            deliveries.c.step_id != CONFIRM_STEP,
+        )
+        .order_by(at)
+    ):
+        found[lead_id].append(from_db(when))
+    return found

@@ -255,6 +255,7 @@ def _enrolled(campaign_id: str) -> Select:
         leads.c.timezone,
         leads.c.status,
         enrollments.c.enrolled_at,
+        enrollments.c.state,
     ).join(
         enrollments,
         and_(enrollments.c.lead_id == leads.c.id, enrollments.c.campaign_id == campaign_id),

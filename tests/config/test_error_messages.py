@@ -150,7 +150,7 @@ def test_validation_messages_are_plain_sentences_each_with_its_line(schedule_cop
         f"schedules.yaml:{line('attempts: many')}: retry.attempts must be a whole number",
         f"schedules.yaml:{empty}: step 2 (pain-types): subject must not be empty",
         f"schedules.yaml:{line('subjct: x')}: step 3 (process): subjct is not a setting here. "
-        "Did you mean `subject`? Settings here: id, template, subject, preheader, delay.",
+        "Did you mean `subject`? Settings here: id, template, subject, preheader, delay, if.",
     ]
     for message in expected:
         assert message in lines, "\n".join(lines)

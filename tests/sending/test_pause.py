@@ -75,6 +75,15 @@ def test_a_paused_lead_is_sent_nothing_while_the_other_lead_goes_on(campaign: Ca
     assert f"next: nothing while paused (`leads resume {BOB}`)" in show
     again = campaign.cli("leads", "pause", BOB, "--now", iso(DAY0 + DAY)).stdout
     assert again.strip() == f"{BOB} is already paused in {SERIES}: nothing changed"
+    # The dry runs agree: nothing is planned for Bob while he is paused.
+    plan = campaign.cli("plan", "--now", iso(DAY0 + DAY)).stdout
+    assert ANN in plan and BOB not in plan
+    assert "1 lead(s) are paused" in plan
+    listed = json.loads(campaign.cli("leads", "list", "--json").stdout)
+    assert {lead["email"]: lead["next"] is None for lead in listed["leads"]} == {
+        ANN: False,
+        BOB: True,
+    }
 
     # A schedule edit replans every lead in the series, but not the paused one.
     campaign.edit(lambda data: data["steps"][1].update(delay="6d"))
