@@ -150,6 +150,12 @@ class Privacy:
             targets = [lead_target(i) for i in ids]
             scrub.table(conn, audit_log, audit_log.c.target.in_(targets), "detail")
             for one, _email, was in held_as:
+                # A lead still in the series leaves it as `erased`; one that had left keeps
+                # the status and time it left with (an unsubscribe, a bounce, a booking), so
+                # the report still counts and credits it. Neither is ever mailed again: the
+                # address is gone.
+                still_in = LeadStatus(was) in (LeadStatus.ACTIVE, LeadStatus.PENDING)
+                left = {"status": LeadStatus.ERASED, "status_at": stamp} if still_in else {}
                 conn.execute(
                     update(leads)
                     .where(leads.c.id == one)
@@ -159,10 +165,8 @@ class Privacy:
                         first_name="",
                         timezone=None,
                         attributes={},
-                        status=LeadStatus.ERASED,
-                        # The status it had, for whoever must still count, say, unsubscribes.
                         status_reason=f"{ERASED_REASON} (was {was})",
-                        status_at=stamp,
+                        **left,
                     )
                 )
             erased = ErasedLead(lead_id, cancelled, given, inbound, held or 0)

@@ -193,14 +193,15 @@ SUPPRESSED = exists().where(
 # only if it is still this worker's and its lead may still get it (the last look: a lead who
 # left, or who confirmed before the confirmation email went out, or whose address is
 # suppressed, is not mailed). Still one statement: the suppression is one index probe in it.
+STILL_OURS_AND_SENDABLE = (
+    deliveries.c.id == bindparam("delivery"),
+    deliveries.c.status == DeliveryStatus.CLAIMED,
+    deliveries.c.claimed_by == bindparam("worker"),
+    exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE, ~SUPPRESSED),
+)
 START = (
     update(deliveries)
-    .where(
-        deliveries.c.id == bindparam("delivery"),
-        deliveries.c.status == DeliveryStatus.CLAIMED,
-        deliveries.c.claimed_by == bindparam("worker"),
-        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE, ~SUPPRESSED),
-    )
+    .where(*STILL_OURS_AND_SENDABLE)
     .values(
         status=DeliveryStatus.SENDING,
         claimed_at=bindparam("start_now", type_=DateTime),
@@ -256,12 +257,7 @@ RECENTLY_MAILED = select(MAILED_AT).where(
 # worker's and its lead may still be mailed (else `_not_ours` says why not).
 DEFER = (
     update(deliveries)
-    .where(
-        deliveries.c.id == bindparam("delivery"),
-        deliveries.c.status == DeliveryStatus.CLAIMED,
-        deliveries.c.claimed_by == bindparam("worker"),
-        exists().where(leads.c.id == deliveries.c.lead_id, SENDABLE, ~SUPPRESSED),
-    )
+    .where(*STILL_OURS_AND_SENDABLE)
     .values(
         **UNCLAIMED,
         due_at=bindparam("defer_to", type_=DateTime),
@@ -589,15 +585,18 @@ class Queue:
         with self.db.tx() as conn:
             if after is not None:
                 self._record_sent(conn, after)
-            params = {
-                "delivery": claim.delivery_id,
-                "worker": claim.worker,
-                "start_now": to_db(now),
-                "start_variant": variant,
-            }
-            if self._start_sql.run(conn, params):
-                return Start.GO
-            return _not_ours(conn, claim, now)
+            return self._start_in(conn, claim, now, variant)
+
+    def _start_in(self, conn: Connection, claim: Claim, now: datetime, variant: int) -> Start:
+        params = {
+            "delivery": claim.delivery_id,
+            "worker": claim.worker,
+            "start_now": to_db(now),
+            "start_variant": variant,
+        }
+        if self._start_sql.run(conn, params):
+            return Start.GO
+        return _not_ours(conn, claim, now)
 
     def start_capped(
         self, claim: Claim, now: datetime, cap: Cap, after: Sent | None = None, variant: int = 0
@@ -618,15 +617,7 @@ class Queue:
                 ).scalars()
             ]
             if len(mailed) < cap.most:
-                params = {
-                    "delivery": claim.delivery_id,
-                    "worker": claim.worker,
-                    "start_now": to_db(now),
-                    "start_variant": variant,
-                }
-                if self._start_sql.run(conn, params):
-                    return Start.GO
-                return _not_ours(conn, claim, now)
+                return self._start_in(conn, claim, now, variant)
             until = cap.defer(mailed)
             deferred = conn.execute(
                 DEFER,

@@ -129,13 +129,17 @@ class Suppressions:
 
     def standing(self, emails: Iterable[str]) -> dict[str, Suppression]:
         """The standing suppressions among these addresses, by address key (one query)."""
-        keys = sorted({address_key(e) for e in emails})
-        if not keys:
+        return self._standing({address_key(e) for e in emails})
+
+    def _standing(self, keys: Iterable[str]) -> dict[str, Suppression]:
+        """The standing suppressions among these keys (address keys or hashed ones)."""
+        wanted = sorted(set(keys))
+        if not wanted:
             return {}
         with self.db.read() as conn:
             rows = conn.execute(
                 select(suppressions.c.email_key, *COLUMNS).where(
-                    suppressions.c.email_key.in_(keys), STANDING
+                    suppressions.c.email_key.in_(wanted), STANDING
                 )
             ).all()
         return {row.email_key: _from_row(row) for row in rows}
@@ -172,16 +176,7 @@ class Suppressions:
 
     def standing_hashed(self, keys: Iterable[str]) -> dict[str, Suppression]:
         """The standing suppressions among these hashed keys (`hashed_key`), in one query."""
-        wanted = sorted(set(keys))
-        if not wanted:
-            return {}
-        with self.db.read() as conn:
-            rows = conn.execute(
-                select(suppressions.c.email_key, *COLUMNS).where(
-                    suppressions.c.email_key.in_(wanted), STANDING
-                )
-            ).all()
-        return {row.email_key: _from_row(row) for row in rows}
+        return self._standing(keys)
 
     def lift_hashed(self, key: str, why: str, now: datetime) -> bool:
         """Lift an erased address's standing entry (a new signup with consent)."""

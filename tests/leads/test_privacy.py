@@ -117,6 +117,11 @@ def test_export_holds_everything_and_erase_leaves_nothing(web: Web, tmp_path: Pa
     assert holding(campaign.db_path, NAME), "the name is held before the erasure"
 
     before = json.loads(campaign.cli("status", "--json").stdout)
+    report_before = json.loads(campaign.cli("report", "--json").stdout)["steps"]
+    (left_as,) = [
+        r["status"] for r in web.rows(f"SELECT status FROM leads WHERE id = {lead['id']}")
+    ]
+    assert left_as != "active"  # she booked: she had left the series before asking
     refused = campaign.cli("leads", "erase", EMAIL, expect=2, env={"CAMPAIGN_SECRET_KEY": ""})
     assert "CAMPAIGN_SECRET_KEY is not set" in refused.stderr
     erased = campaign.cli("leads", "erase", EMAIL.title(), "--yes", env=ACTOR)
@@ -124,10 +129,12 @@ def test_export_holds_everything_and_erase_leaves_nothing(web: Web, tmp_path: Pa
 
     assert holding(campaign.db_path, EMAIL, NAME, "zq.patient") == []
     after = json.loads(campaign.cli("status", "--json").stdout)
+    assert json.loads(campaign.cli("report", "--json").stdout)["steps"] == report_before
     assert counts(after) == counts(before)
-    assert after["leads"].get("erased") == 1 and after["suppressed"].get("erased") == 1
+    # Who left how stays counted (the booking, its step's credit); the address is gone.
+    assert after["leads"] == before["leads"] and after["suppressed"].get("erased") == 1
     rows = web.rows(f"SELECT status, email_key, attributes FROM leads WHERE id = {lead['id']}")
-    assert [tuple(r) for r in rows] == [("erased", None, "{}")]
+    assert [tuple(r) for r in rows] == [(left_as, None, "{}")]
     assert web.rows(f"SELECT * FROM consents WHERE lead_id = {lead['id']}") == []
     gone = campaign.cli("leads", "export", EMAIL, expect=1)
     assert f"no lead has the address {EMAIL}" in gone.stderr

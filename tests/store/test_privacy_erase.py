@@ -48,7 +48,9 @@ def test_erase_keeps_counts_and_a_hash(db: Db) -> None:
             store,
             "SELECT email, email_key, first_name, timezone, status FROM leads "
             f"WHERE id = {lead_id}",
-        ) == [(f"erased-{lead_id}@erased.invalid", None, "", None, "erased")]
+        ) == [(f"erased-{lead_id}@erased.invalid", None, "", None, "unsubscribed")]
+        # It had left: it keeps the status and time it left with, so reports still count it.
+        assert rows(store, f"SELECT status_at FROM leads WHERE id = {lead_id}")[0][0] is not None
         assert rows(store, "SELECT count(*) FROM consents") == [(0,)]
         assert rows(store, "SELECT status FROM deliveries") == [("cancelled",)]
         assert rows(store, "SELECT email_key, reason, detail FROM suppressions") == [
@@ -66,6 +68,8 @@ def test_erase_keeps_counts_and_a_hash(db: Db) -> None:
         again = add(store, EMAIL.lower(), later)
         assert store.privacy.export(EMAIL)["lead"]["id"] == again  # type: ignore[index]
         assert store.privacy.erase(EMAIL, hashed, later, "olga") is not None
+        # Still in the series when erased: it leaves it as `erased`.
+        assert rows(store, f"SELECT status FROM leads WHERE id = {again}") == [("erased",)]
         standing = rows(store, "SELECT reason FROM suppressions WHERE lifted_at IS NULL")
         assert standing == [("erased",)]
         assert set(store.suppressions.standing_hashed([hashed])) == {hashed}
