@@ -41,9 +41,7 @@ def as_version_3(db: Db) -> None:
 def test_the_migration_from_version_3_records_the_one_subject_sent(db: Db) -> None:
     as_version_3(db)
     Store.open(db.url).close()  # what every command does first
-    assert db.run("SELECT value FROM meta WHERE key = 'schema_version'") == [
-        (str(SCHEMA_VERSION),)
-    ]
+    assert db.run("SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     assert db.run("SELECT step_id, variant FROM deliveries ORDER BY id") == [
         ("mechanisms", 0),
         ("pain-types", 0),
