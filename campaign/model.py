@@ -148,8 +148,21 @@ class LeadState:
     def with_sent(self, step_id: str, at: datetime) -> LeadState:
         return self.with_attempt(step_id, DeliveryStatus.SENT, at)
 
-    def with_attempt(self, step_id: str, status: DeliveryStatus, at: datetime) -> LeadState:
-        return replace(self, history=(*self.history, Attempt(step_id, status, at)))
+    def with_attempt(
+        self, step_id: str, status: DeliveryStatus, at: datetime, *, mailed: bool = False
+    ) -> LeadState:
+        """The lead after an attempt at a step (`mailed`: its mailbox got the email, or may
+        have). Built field by field, not with `dataclasses.replace`: this runs for every
+        email sent, and `replace` costs several times more."""
+        return LeadState(
+            self.enrolled_at,
+            self.timezone,
+            self.status,
+            (*self.history, Attempt(step_id, status, at)),
+            self.clicks,
+            self.attributes,
+            (*self.mailed, at) if mailed else self.mailed,
+        )
 
     def with_click(self, step_id: str, url: str) -> LeadState:
         return replace(self, clicks=(*self.clicks, (step_id, url)))

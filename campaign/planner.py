@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -178,8 +178,7 @@ def place(
 def attempted(lead: LeadState, step_id: str, status: DeliveryStatus, at: datetime) -> LeadState:
     """The lead after an attempt at a step, its mailbox included when the email went out
     (or may have): what the next step's placement must count."""
-    state = lead.with_attempt(step_id, status, at)
-    return replace(state, mailed=(*state.mailed, at)) if status in MAILED else state
+    return lead.with_attempt(step_id, status, at, mailed=status in MAILED)
 
 
 def next_step(schedule: Schedule, lead: LeadState) -> NextStep | None:

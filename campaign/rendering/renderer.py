@@ -140,6 +140,9 @@ class CompiledStep:
     placeholder: re.Pattern[str]
     html_body: mime.Body  # the same HTML and text, quoted-printable encoded but for the
     text_body: mime.Body  # lines with placeholders
+    # The placeholders standing for a subject test's subject (this step's or another's), so
+    # a series without subject tests spends nothing per lead on them.
+    subject_marks: tuple[str, ...] = ()
 
     def fill(self, values: Mapping[str, str], escape: bool) -> Callable[[re.Match[str]], str]:
         def replace(match: re.Match[str]) -> str:
@@ -404,6 +407,7 @@ class Renderer:
             placeholder,
             mime.Body(inlined, placeholder),
             mime.Body(text, placeholder),
+            tuple(n for n in marks.names if n == SUBJECT or n.startswith(OTHER_SUBJECT)),
         )
         # A subject naming an unknown field fails here, when the schedule is checked, not
         # later for each lead.
@@ -554,11 +558,7 @@ class Renderer:
         self, compiled: CompiledStep, lead_values: dict[str, str], variant: int = 0
     ) -> str:
         context = {
-            "lead": {
-                name.removeprefix("lead."): value
-                for name, value in lead_values.items()
-                if name.startswith("lead.")
-            },
+            "lead": {name.removeprefix("lead."): value for name, value in lead_values.items()},
             # Copies: a template in Jinja's sandbox may still change a dict it is given.
             "clinic": dict(self._clinic),
             "campaign": dict(self._campaign),
@@ -589,7 +589,8 @@ class Renderer:
         values = self.lead_values(lead)
         chosen = variant(compiled.step)
         subject = self._render_subject(compiled, values, chosen)
-        self._fill_subjects(compiled, values, subject, variant)
+        if compiled.subject_marks:
+            self._fill_subjects(compiled, values, subject, variant)
         values[UNSUBSCRIBE] = links.unsubscribe
         values[CONFIRM] = links.confirm
         for index, url in enumerate(compiled.urls):
@@ -612,13 +613,14 @@ class Renderer:
         self, compiled: CompiledStep, values: dict[str, str], own: str, variant: VariantChoice
     ) -> None:
         """The lead's own variant of each subject test the body names (its own subject, a
-        teaser's, a recap's); nothing to do for a series without subject tests."""
-        for name in compiled.placeholders:
+        teaser's, a recap's), from the lead's fields alone (`values` holds only those yet)."""
+        lead_values = dict(values)
+        for name in compiled.subject_marks:
             if name == SUBJECT:
                 values[name] = own
-            elif name.startswith(OTHER_SUBJECT):
+            else:
                 other = self.compile(name.removeprefix(OTHER_SUBJECT))
-                values[name] = self._render_subject(other, values, variant(other.step))
+                values[name] = self._render_subject(other, lead_values, variant(other.step))
 
     def _message(
         self,
