@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import click
@@ -35,12 +36,12 @@ from campaign.config import settings
 from campaign.config.schedule import Schedule, variant_name
 from campaign.config.settings import SmtpSettings
 from campaign.leads.privacy import operator
-from campaign.model import DeliveryStatus, EnrollmentState, Lead, LeadStatus, utc_now
+from campaign.model import DeliveryStatus, EnrollmentState, LeadStatus, utc_now
 from campaign.rendering.dkim import dkim_signer
 from campaign.rendering.links import LinkSigner
 from campaign.sending.dispatcher import lead_plan
 from campaign.sending.proof import ProofFailed, ProofRefused, ProofRequest, send_test
-from campaign.store.queue import LeadPause, Plan
+from campaign.store.queue import LeadPause
 from campaign.store.reads import LeadPlan
 from campaign.store.records import LeadLine, LeadRecord, Unsubscribe
 
@@ -384,12 +385,8 @@ def leads_unsubscribe(app: AppContext, email: str, reason: str, at: datetime | N
     why = f"{FRONT_DESK}: {reason.strip() or 'asked the front desk'}"
     done = store.records.unsubscribe(email.strip(), why, at or utc_now(), operator())
     if done is None:
-        errors.print(
-            f"[bold red]no lead {email}[/] in the database (letter case does not count): "
-            "nothing changed",
-            highlight=False,
-        )
-        sys.exit(1)
+        _no_lead(email)
+        return
     if done.outcome is Unsubscribe.DONE:
         console.print(
             f"unsubscribed {done.email}: never mailed again; "
@@ -517,9 +514,7 @@ def leads_resume(app: AppContext, email: str, series_id: str | None, at: datetim
     store = open_store(app)
     now = at or utc_now()
 
-    def plan(lead: Lead) -> Plan:
-        return lead_plan(schedule, lead)
-
+    plan = partial(lead_plan, schedule)
     found = store.queue.resume_lead(email.strip(), campaign_id, plan, now, operator())
     if found is None:
         _no_lead(email)
